@@ -1,0 +1,79 @@
+"""The agents' event store recorder: eventsourcing's PostgreSQL recorder plus idempotency keys.
+
+An ``IdempotencyRecord`` passed to ``Application.save(..., idempotency=record)`` is inserted in the
+same transaction as the events. A replayed key collides on the primary key, the whole
+transaction rolls back, and the command layer answers with the first result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from commands.idempotency import IdempotencyRecord
+
+
+class IdempotentPostgresRecorder(PostgresApplicationRecorder):
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        schema = Identifier(self.datastore.schema)
+        self._keys = Identifier(events_table_name.replace("_events", "") + "_idempotency_keys")
+        self._events = Identifier(events_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {schema}.{keys} ("
+                "space_id text NOT NULL, key text NOT NULL, command text NOT NULL, "
+                "fingerprint text NOT NULL, aggregate_id uuid NOT NULL, version bigint NOT NULL, "
+                "created_at timestamptz NOT NULL DEFAULT now(), "
+                "PRIMARY KEY (space_id, key))"
+            ).format(schema=schema, keys=self._keys)
+        )
+        self._insert_key = SQL(
+            "INSERT INTO {schema}.{keys} "
+            "(space_id, key, command, fingerprint, aggregate_id, version) "
+            "VALUES (%s, %s, %s, %s, %s, %s)"
+        ).format(schema=schema, keys=self._keys)
+        self._select_key = SQL(
+            "SELECT space_id, key, command, fingerprint, aggregate_id, version "
+            "FROM {schema}.{keys} WHERE space_id = %s AND key = %s"
+        ).format(schema=schema, keys=self._keys)
+        self._select_position = SQL(
+            "SELECT notification_id FROM {schema}.{events} "
+            "WHERE originator_id = %s AND originator_version = %s"
+        ).format(schema=schema, events=self._events)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        record: IdempotencyRecord | None = kwargs.get("idempotency")
+        if record is not None:
+            curs.execute(
+                self._insert_key,
+                (record.space_id, record.key, record.command, record.fingerprint,
+                 record.aggregate_id, record.version),
+            )
+        super()._insert_events(curs, stored_events, **kwargs)
+
+    def get_idempotency_record(self, space_id: str, key: str) -> IdempotencyRecord | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_key, (space_id, key))
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            row["space_id"], row["key"], row["command"], row["fingerprint"],
+            row["aggregate_id"], row["version"],
+        )
+
+    def position_of(self, aggregate_id: UUID, version: int) -> int | None:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._select_position, (aggregate_id, version))
+            row = curs.fetchone()
+        return None if row is None else row["notification_id"]

@@ -1,0 +1,152 @@
+"""What an operator configures on a voice agent: immutable pydantic value objects.
+
+Events carry configurations as plain JSON (``AgentConfig.model_dump(mode="json")``), so stored
+events never depend on these classes' Python shape; ``AgentConfig.model_validate`` rebuilds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+PROVIDER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$"
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_http_url(value: str | None) -> str | None:
+    """A syntactic check only; where a URL may point is decided at connect time (SSRF guard)."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL, e.g. https://example.com/hook")
+    if parts.username or parts.password:
+        raise ValueError("must not embed credentials; put them in the tool's headers instead")
+    if len(value) > 2048:
+        raise ValueError("must be at most 2048 characters")
+    return value
+
+
+class SttConfig(Frozen):
+    provider: str = Field("whisper-local", pattern=PROVIDER_NAME)
+    model: str | None = Field(None, max_length=128)
+
+
+class LlmConfig(Frozen):
+    provider: str = Field("scripted", pattern=PROVIDER_NAME)
+    model: str | None = Field(None, max_length=128)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+
+
+class TtsConfig(Frozen):
+    provider: str = Field("espeak", pattern=PROVIDER_NAME)
+    voice: str | None = Field(None, max_length=128)
+    model: str | None = Field(None, max_length=128)
+
+
+class ToolConfig(Frozen):
+    """An HTTP endpoint the agent may call as a function tool."""
+
+    name: str = Field(pattern=TOOL_NAME)
+    description: str = Field(min_length=1, max_length=1024)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema of the arguments (an object schema).",
+    )
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value)  # type: ignore[return-value]
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('must be a JSON Schema of type "object"')
+        if not isinstance(value.get("properties", {}), dict):
+            raise ValueError('"properties" must be an object')
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for name in value:
+            if not re.match(HEADER_NAME, name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if len(value) > 32:
+            raise ValueError("at most 32 headers")
+        return value
+
+
+class WebhooksConfig(Frozen):
+    pre_call_url: str | None = None
+    post_call_url: str | None = None
+
+    _urls = field_validator("pre_call_url", "post_call_url")(
+        classmethod(lambda cls, v: check_http_url(v))
+    )
+
+
+class AgentConfig(Frozen):
+    """The whole configuration of a voice agent at one config version."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+    system_prompt: str = Field("", max_length=100_000)
+    first_message: str = Field("", max_length=2000)
+    language: str = Field("en", pattern=LANGUAGE)
+    stt: SttConfig = SttConfig()
+    llm: LlmConfig = LlmConfig()
+    tts: TtsConfig = TtsConfig()
+    tools: tuple[ToolConfig, ...] = Field((), max_length=64)
+    webhooks: WebhooksConfig = WebhooksConfig()
+    max_call_duration_seconds: int = Field(1800, ge=10, le=14_400)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _unique_tools(self) -> AgentConfig:
+        names = [t.name for t in self.tools]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def as_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+CONFIG_FIELDS = tuple(AgentConfig.model_fields)
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch: objects merge, ``null`` removes, anything else replaces."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result

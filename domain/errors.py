@@ -1,0 +1,19 @@
+"""Domain errors: each carries a stable ``code`` and a message a user can act on."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    code = "domain_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AgentArchived(DomainError):
+    code = "agent_archived"
+
+
+class InvalidConfig(DomainError):
+    code = "invalid_config"

@@ -1,0 +1,47 @@
+"""In-memory recorder with idempotency keys, for unit tests of the command layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing import popo
+from eventsourcing.popo import POPOApplicationRecorder
+
+from commands.idempotency import IdempotencyRecord
+
+
+class IdempotentPOPORecorder(POPOApplicationRecorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: dict[tuple[str, str], IdempotencyRecord] = {}
+        self.positions: dict[tuple[UUID, int], int] = {}
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        record: IdempotencyRecord | None = kwargs.get("idempotency")
+        with self._database_lock:
+            if record is not None and (record.space_id, record.key) in self.keys:
+                raise IntegrityError(f"idempotency key {record.key} exists")
+            ids = super().insert_events(stored_events, **kwargs)
+            if record is not None:
+                self.keys[(record.space_id, record.key)] = record
+            for event, nid in zip(stored_events, ids or (), strict=False):
+                self.positions[(UUID(str(event.originator_id)), event.originator_version)] = nid
+            return ids
+
+    def get_idempotency_record(self, space_id: str, key: str) -> IdempotencyRecord | None:
+        return self.keys.get((space_id, key))
+
+    def position_of(self, aggregate_id: UUID, version: int) -> int | None:
+        return self.positions.get((aggregate_id, version))
+
+
+class Factory(popo.POPOFactory):
+    """``PERSISTENCE_MODULE=tests.fakes.recorder``: POPO persistence with idempotency keys."""
+
+    def application_recorder(self) -> IdempotentPOPORecorder:  # type: ignore[override]
+        return IdempotentPOPORecorder()

@@ -1,0 +1,106 @@
+"""Every setting of Voxagent, read from the environment with the ``VOXAGENT_`` prefix.
+
+Nested groups use ``__`` as the separator: ``VOXAGENT_POSTGRES__PORT=55432``.
+``docs/configuration.md`` lists each one; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class PostgresSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="PostgreSQL host.")
+    port: int = Field(55432, description="PostgreSQL port (the local stack's own, not 5432).")
+    user: str = Field("voxagent", description="PostgreSQL role.")
+    password: str = Field("voxagent", description="PostgreSQL password.")
+    database: str = Field("voxagent", description="Database holding the event store and read models.")
+    pool_min: int = Field(1, description="Smallest size of each connection pool.")
+    pool_max: int = Field(10, description="Largest size of each connection pool.")
+
+    def conninfo(self) -> str:
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"password={self.password} dbname={self.database}"
+        )
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = Field("127.0.0.1:59092", description="Kafka bootstrap servers.")
+    controller_port: int = Field(59093, description="Port of the local KRaft controller listener.")
+    version: str = Field("4.1.1", description="Kafka broker version the local stack installs.")
+    partitions: int = Field(6, description="Partitions of each domain topic the stack creates.")
+    linger_ms: int = Field(5, description="Producer linger (batching delay) in milliseconds.")
+    compression: str = Field("lz4", description="Producer compression codec.")
+
+
+class ClickHouseSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="ClickHouse host.")
+    port: int = Field(59000, description="ClickHouse native-protocol port.")
+    http_port: int = Field(58123, description="ClickHouse HTTP port.")
+    database: str = Field("voxagent", description="ClickHouse database for analytics tables.")
+    user: str = Field("default", description="ClickHouse user.")
+    password: str = Field("", description="ClickHouse password.")
+    batch_size: int = Field(2000, description="Rows per ClickHouse insert, at most.")
+    batch_seconds: float = Field(1.0, description="Longest wait before a partial batch is inserted.")
+
+
+class AuthSettings(BaseModel):
+    jwks_url: str = Field(
+        "http://127.0.0.1:58080/jwks.json", description="JWKS URL of the OIDC issuer (Keycloak)."
+    )
+    issuer: str = Field("http://127.0.0.1:58080/realms/voxagent", description="Expected `iss`.")
+    audience: str = Field("voxagent-api", description="Expected `aud`.")
+    space_claim: str = Field("space_id", description="Claim that names the caller's space.")
+    dev_signing_key: Path = Field(
+        REPO_ROOT / ".stack" / "auth" / "dev-key.pem",
+        description="Private key of the development issuer (`voxagent token`); never in production.",
+    )
+    jwks_cache_seconds: float = Field(
+        300.0, description="How long the fetched JWKS is reused before it is fetched again."
+    )
+    jwks_refresh_cooldown_seconds: float = Field(
+        30.0,
+        description="Shortest time between two JWKS refetches caused by an unknown `kid`.",
+    )
+    jwks_timeout_seconds: float = Field(5.0, description="Timeout of one JWKS fetch.")
+    leeway_seconds: float = Field(
+        30.0, description="Clock skew tolerated when checking `exp`, `iat` and `nbf`."
+    )
+
+
+class ApiSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the HTTP API binds.")
+    port: int = Field(8000, description="Port of the HTTP API.")
+    read_wait_seconds: float = Field(
+        5.0, description="Longest wait of a read-your-writes read for its min version."
+    )
+
+
+class StackSettings(BaseModel):
+    root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
+    system_user: str = Field("voxagent", description="System user that runs PostgreSQL and ClickHouse.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VOXAGENT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="Deployment environment."
+    )
+    postgres: PostgresSettings = PostgresSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    auth: AuthSettings = AuthSettings()
+    api: ApiSettings = ApiSettings()
+    stack: StackSettings = StackSettings()
+    topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
+    log_level: str = Field("INFO", description="Log level of every process.")

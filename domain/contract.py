@@ -5,7 +5,7 @@ Pure: turns a domain event and its position in the event store into a JSON-able 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -13,8 +13,13 @@ EVENT_ID_NAMESPACE = UUID("6f1c3a52-5d0e-4f57-9a53-0c8f2f1e7b11")
 _STANDARD_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 # bounded context of each aggregate topic prefix -> Kafka topic suffix
-CONTEXT_OF = {"agent": "agents", "number": "numbers", "call": "calls", "usage": "billing",
-              "webhook": "webhooks"}
+CONTEXT_OF = {
+    "agent": "agents",
+    "number": "numbers",
+    "call": "calls",
+    "usage": "billing",
+    "webhook": "webhooks",
+}
 
 
 def event_id(aggregate_id: UUID | str, version: int) -> str:
@@ -23,7 +28,7 @@ def event_id(aggregate_id: UUID | str, version: int) -> str:
 
 
 def iso_ms(moment: datetime) -> str:
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -1,0 +1,170 @@
+"""The analytics DDL and analyst queries give the same answers on the stack's ClickHouse (18.16)
+and on current ClickHouse (chDB), for the same rows written by the real projectors."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from adapters.clickhouse.client import connect
+from adapters.clickhouse.writer import insert_rows
+from domain.agent_config import AgentConfig
+from domain.agents import VoiceAgent
+from domain.contract import envelope, iso_ms
+from infra.migrations import clickhouse_statements
+from infra.settings import Settings
+from projections.clickhouse_rows import (
+    AGENT_COLUMNS,
+    EVENT_COLUMNS,
+    clickhouse_agent_row,
+    clickhouse_event_row,
+)
+
+pytestmark = pytest.mark.integration
+
+Query = Callable[[str], list[tuple[str, ...]]]
+
+# Analyst queries (docs/analytics.md): every value cast to String so both engines compare as text.
+QUERIES = {
+    "latest config per agent (FINAL)": """
+        SELECT agent_id, name, llm_provider, toString(config_version), toString(archived)
+        FROM {db}.agents FINAL ORDER BY agent_id""",
+    "latest config per agent (argMax)": """
+        SELECT agent_id, argMax(name, version), argMax(llm_provider, version),
+               toString(max(version)), toString(argMax(archived, version))
+        FROM {db}.agents GROUP BY agent_id ORDER BY agent_id""",
+    "events per type per day": """
+        SELECT toString(toStartOfDay(occurred_at)) AS day, type, toString(uniqExact(event_id))
+        FROM {db}.events GROUP BY day, type ORDER BY day, type""",
+    "events per type per day (FINAL)": """
+        SELECT toString(toStartOfDay(occurred_at)) AS day, type, toString(count())
+        FROM {db}.events FINAL GROUP BY day, type ORDER BY day, type""",
+    "agents per llm provider per week": """
+        SELECT toString(toMonday(updated_at)) AS week, llm_provider, toString(count())
+        FROM {db}.agents FINAL WHERE archived = 0 GROUP BY week, llm_provider
+        ORDER BY week, llm_provider""",
+    "millisecond ordering of one agent's events": """
+        SELECT aggregate_id, toString(aggregate_version), toString(occurred_at),
+               toString(occurred_at_ms)
+        FROM {db}.events FINAL ORDER BY aggregate_id, aggregate_version""",
+}
+
+
+@functools.cache
+def sample_envelopes() -> list[dict[str, Any]]:
+    """Agents over several days: created, updated (some twice), one archived. Built once, so
+    both engines get the very same rows."""
+    envs: list[dict[str, Any]] = []
+    start = datetime(2025, 1, 30, 22, 0, 0, 123000, tzinfo=UTC)
+    for i in range(4):
+        agent = VoiceAgent.create(f"space-{i % 2}", AgentConfig(name=f"agent {i}"), "alice")
+        for n in range(i):
+            agent.update({"llm": {"provider": ["openai", "groq", "scripted"][n % 3]}}, "bob")
+        if i == 3:
+            agent.archive("carol")
+        for event in agent.collect_events():
+            env = envelope(event, len(envs) + 1)
+            env["occurred_at"] = iso_ms(
+                start + timedelta(hours=7 * len(envs), milliseconds=len(envs))
+            )
+            envs.append(env)
+    return envs
+
+
+def literal(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, datetime):
+        return str(int(value.timestamp()))
+    return repr(value)
+
+
+def values_insert(table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    body = ", ".join("(" + ", ".join(literal(r[c]) for c in columns) + ")" for r in rows)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {body}"
+
+
+def load(
+    execute: Callable[[str], Any],
+    insert: Callable[[str, tuple[str, ...], list[dict[str, Any]]], None],
+    db: str,
+) -> None:
+    """Create the schema, then insert every row twice plus nothing else (dedup must hold)."""
+    for statement in clickhouse_statements(db):
+        execute(statement)
+    envs = sample_envelopes()
+    events = [clickhouse_event_row(e) for e in envs]
+    agents = [clickhouse_agent_row(e) for e in envs]
+    for _ in range(2):  # a redelivered batch: duplicates are harmless
+        insert(f"{db}.events", EVENT_COLUMNS, events)
+        insert(f"{db}.agents", AGENT_COLUMNS, agents)
+
+
+@pytest.fixture(scope="module")
+def server(stack_settings: Settings) -> Iterator[Query]:
+    db = f"{stack_settings.clickhouse.database}_sql"
+    client = connect(stack_settings.clickhouse, database="default")
+    client.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+
+    def insert(table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        insert_rows(client, table, rows, columns=columns)
+
+    load(client.execute, insert, db)
+    yield lambda sql: [tuple(str(v) for v in row) for row in client.execute(sql.format(db=db))]
+    client.execute(f"DROP DATABASE IF EXISTS {db}")
+    client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def chdb_session() -> Iterator[Query]:
+    chdb_session_module = pytest.importorskip("chdb.session")
+    session = chdb_session_module.Session()
+    db = f"analytics_{uuid.uuid4().hex[:8]}"
+    session.query(f"CREATE DATABASE IF NOT EXISTS {db}")
+
+    def insert(table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+        session.query(values_insert(table, columns, rows))
+
+    load(session.query, insert, db)
+
+    def query(sql: str) -> list[tuple[str, ...]]:
+        text = session.query(sql.format(db=db), "CSV").bytes().decode()
+        return [tuple(row) for row in csv.reader(io.StringIO(text))]
+
+    yield query
+    session.close()
+
+
+def test_server_and_chdb_run_the_same_schema(server: Query, chdb_session: Query) -> None:
+    sql = "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
+    assert server(sql) == chdb_session(sql) == [("agents",), ("events",)]
+
+
+@pytest.mark.parametrize("name", list(QUERIES))
+def test_analyst_query_gives_the_same_answer_on_both(
+    name: str, server: Query, chdb_session: Query
+) -> None:
+    on_server, on_chdb = server(QUERIES[name]), chdb_session(QUERIES[name])
+    assert on_server, f"{name}: no rows"
+    assert on_server == on_chdb
+
+
+def test_latest_config_reflects_the_last_version_of_each_agent(server: Query) -> None:
+    latest = server(QUERIES["latest config per agent (argMax)"])
+    assert sorted((r[2], r[3], r[4]) for r in latest) == [
+        ("groq", "3", "0"),
+        ("openai", "2", "0"),
+        ("scripted", "1", "0"),
+        ("scripted", "5", "1"),
+    ]
+    final = server(QUERIES["latest config per agent (FINAL)"])
+    assert [(r[0], r[1], r[2], r[4]) for r in final] == [(r[0], r[1], r[2], r[4]) for r in latest]
+    per_day = server(QUERIES["events per type per day"])
+    assert sum(int(r[2]) for r in per_day) == len(sample_envelopes()) == 11

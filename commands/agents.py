@@ -134,7 +134,11 @@ class AgentsApplication(Application[UUID]):
         record = None
         if key is not None:
             record = IdempotencyRecord(
-                actor.space_id, key, command, fingerprint(command, payload), agent.id,
+                actor.space_id,
+                key,
+                command,
+                fingerprint(command, payload),
+                agent.id,
                 agent.version,
             )
         try:
@@ -149,9 +153,7 @@ class AgentsApplication(Application[UUID]):
         position = recordings[-1].notification.id if recordings else None
         return Result(agent.id, agent.version, position, agent)
 
-    def _replay(
-        self, actor: Actor, key: str | None, command: str, payload: Any
-    ) -> Result | None:
+    def _replay(self, actor: Actor, key: str | None, command: str, payload: Any) -> Result | None:
         if key is None:
             return None
         record = self.recorder.get_idempotency_record(actor.space_id, key)  # type: ignore[attr-defined]

@@ -51,7 +51,5 @@ MAX_KEY_LENGTH = 255
 
 def check_key(key: str) -> str:
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ValueError(
-            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters"
-        )
+        raise ValueError(f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters")
     return key

@@ -2,8 +2,8 @@
 
 Every configuration change bumps ``config_version`` so that a call can name the exact
 configuration it ran with. Every event carries the whole configuration as of that event
-(event-carried state), so consumers never need earlier events to know an agent. Archiving is a soft delete: an archived agent takes no calls and
-no further changes.
+(event-carried state), so consumers never need earlier events to know an agent. Archiving is a
+soft delete: an archived agent takes no calls and no further changes.
 """
 
 from __future__ import annotations
@@ -81,14 +81,21 @@ class VoiceAgent(Aggregate):
         if not changed:
             return False
         self._updated(
-            space_id=self.space_id, config=new, changed=changed,
-            config_version=self.config_version + 1, actor=actor,
+            space_id=self.space_id,
+            config=new,
+            changed=changed,
+            config_version=self.config_version + 1,
+            actor=actor,
         )
         return True
 
     @event(Updated)
     def _updated(
-        self, space_id: str, config: dict[str, Any], changed: list[str], config_version: int,
+        self,
+        space_id: str,
+        config: dict[str, Any],
+        changed: list[str],
+        config_version: int,
         actor: str,
     ) -> None:
         self.config = config
@@ -97,7 +104,9 @@ class VoiceAgent(Aggregate):
     def archive(self, actor: str) -> None:
         self._ensure_active("archive")
         self._archived(
-            space_id=self.space_id, config=self.config, config_version=self.config_version,
+            space_id=self.space_id,
+            config=self.config,
+            config_version=self.config_version,
             actor=actor,
         )
 

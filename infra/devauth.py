@@ -8,6 +8,7 @@ would find Keycloak's. It refuses to run when ``environment`` is ``production``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -62,10 +63,8 @@ def ensure_dev_key(path: Path | str) -> rsa.RSAPrivateKey:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)  # atomic and never overwrites: a concurrent creator wins
-            except FileExistsError:
-                pass
         finally:
             os.unlink(tmp)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)

@@ -20,7 +20,9 @@ class PostgresSettings(BaseModel):
     port: int = Field(55432, description="PostgreSQL port (the local stack's own, not 5432).")
     user: str = Field("voxagent", description="PostgreSQL role.")
     password: str = Field("voxagent", description="PostgreSQL password.")
-    database: str = Field("voxagent", description="Database holding the event store and read models.")
+    database: str = Field(
+        "voxagent", description="Database holding the event store and read models."
+    )
     pool_min: int = Field(1, description="Smallest size of each connection pool.")
     pool_max: int = Field(10, description="Largest size of each connection pool.")
 
@@ -48,7 +50,9 @@ class ClickHouseSettings(BaseModel):
     user: str = Field("default", description="ClickHouse user.")
     password: str = Field("", description="ClickHouse password.")
     batch_size: int = Field(2000, description="Rows per ClickHouse insert, at most.")
-    batch_seconds: float = Field(1.0, description="Longest wait before a partial batch is inserted.")
+    batch_seconds: float = Field(
+        1.0, description="Longest wait before a partial batch is inserted."
+    )
 
 
 class AuthSettings(BaseModel):
@@ -60,7 +64,8 @@ class AuthSettings(BaseModel):
     space_claim: str = Field("space_id", description="Claim that names the caller's space.")
     dev_signing_key: Path = Field(
         REPO_ROOT / ".stack" / "auth" / "dev-key.pem",
-        description="Private key of the development issuer (`voxagent token`); never in production.",
+        description="Private key of the development issuer (`voxagent token`); "
+        "never in production.",
     )
     jwks_cache_seconds: float = Field(
         300.0, description="How long the fetched JWKS is reused before it is fetched again."
@@ -85,7 +90,9 @@ class ApiSettings(BaseModel):
 
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
-    system_user: str = Field("voxagent", description="System user that runs PostgreSQL and ClickHouse.")
+    system_user: str = Field(
+        "voxagent", description="System user that runs PostgreSQL and ClickHouse."
+    )
 
 
 class Settings(BaseSettings):

@@ -18,7 +18,11 @@ class ApiError(Exception):
     """An error the caller can act on; ``code`` is stable, ``message`` says what to do."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: Any = None,
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -38,7 +42,11 @@ def request_id(request: Request) -> str:
 
 
 def error_response(
-    request: Request, status: int, code: str, message: str, details: Any = None,
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
@@ -48,9 +56,16 @@ def error_response(
 
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 412: "precondition_failed",
-    415: "unsupported_media_type", 422: "invalid_request", 428: "precondition_required",
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    412: "precondition_failed",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    428: "precondition_required",
 }
 
 
@@ -64,9 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(
-            request, exc.status, exc.code, exc.message, exc.details, exc.headers
-        )
+        return error_response(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -75,8 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return error_response(
-            request, 422, "invalid_request",
-            "The request is not valid: see details for each field to fix.", details,
+            request,
+            422,
+            "invalid_request",
+            "The request is not valid: see details for each field to fix.",
+            details,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -88,6 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"request_id": request_id(request)})
         return error_response(
-            request, 500, "internal_error",
+            request,
+            500,
+            "internal_error",
             "Something went wrong on our side; retry, and report the request id if it persists.",
         )

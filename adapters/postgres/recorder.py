@@ -56,8 +56,14 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
         if record is not None:
             curs.execute(
                 self._insert_key,
-                (record.space_id, record.key, record.command, record.fingerprint,
-                 record.aggregate_id, record.version),
+                (
+                    record.space_id,
+                    record.key,
+                    record.command,
+                    record.fingerprint,
+                    record.aggregate_id,
+                    record.version,
+                ),
             )
         super()._insert_events(curs, stored_events, **kwargs)
 
@@ -68,8 +74,12 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
         if row is None:
             return None
         return IdempotencyRecord(
-            row["space_id"], row["key"], row["command"], row["fingerprint"],
-            row["aggregate_id"], row["version"],
+            row["space_id"],
+            row["key"],
+            row["command"],
+            row["fingerprint"],
+            row["aggregate_id"],
+            row["version"],
         )
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:

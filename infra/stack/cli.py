@@ -14,7 +14,11 @@ from infra.stack.common import StackError
 from infra.stack.manager import SERVICES
 
 _SERVICE = click.option(
-    "--service", "-s", "services", multiple=True, type=click.Choice(list(SERVICES)),
+    "--service",
+    "-s",
+    "services",
+    multiple=True,
+    type=click.Choice(list(SERVICES)),
     help="Act on this service only (repeatable). Default: all.",
 )
 

@@ -22,9 +22,9 @@ from infra.stack.common import (
 from infra.stack.system import (
     apt_install,
     check_reachable,
-    relocate_if_unreachable,
     ensure_system_user,
     make_dirs,
+    relocate_if_unreachable,
     render,
     write_if_changed,
 )
@@ -60,8 +60,13 @@ class Paths:
 
 def paths(settings: Settings) -> Paths:
     base = (settings.stack.root / NAME).resolve()  # through a relocation symlink
-    return Paths(base=base, etc=base / "etc", data=base / "data", logs=base / "logs",
-                 pidfile=base / "clickhouse.pid")
+    return Paths(
+        base=base,
+        etc=base / "etc",
+        data=base / "data",
+        logs=base / "logs",
+        pidfile=base / "clickhouse.pid",
+    )
 
 
 def server_argv() -> list[str] | None:
@@ -97,24 +102,34 @@ def _users_xml(settings: Settings) -> str:
         return text
     if ch.user == "default":  # a password for `default`: stored as its SHA-256 only
         digest = hashlib.sha256(ch.password.encode()).hexdigest()
-        return text.replace("<password></password>",
-                            f"<password_sha256_hex>{digest}</password_sha256_hex>", 1)
+        return text.replace(
+            "<password></password>", f"<password_sha256_hex>{digest}</password_sha256_hex>", 1
+        )
     digest = hashlib.sha256(ch.password.encode()).hexdigest()
-    extra = (f"        <{ch.user}>\n"
-             f"            <password_sha256_hex>{digest}</password_sha256_hex>\n"
-             "            <networks><ip>::1</ip><ip>127.0.0.1</ip></networks>\n"
-             "            <profile>default</profile>\n            <quota>default</quota>\n"
-             f"        </{ch.user}>\n    </users>")
+    extra = (
+        f"        <{ch.user}>\n"
+        f"            <password_sha256_hex>{digest}</password_sha256_hex>\n"
+        "            <networks><ip>::1</ip><ip>127.0.0.1</ip></networks>\n"
+        "            <profile>default</profile>\n            <quota>default</quota>\n"
+        f"        </{ch.user}>\n    </users>"
+    )
     return text.replace("    </users>", extra, 1)
 
 
 def _write_config(settings: Settings, p: Paths, user: str) -> bool:
-    config = render("clickhouse-config.xml", logs=p.logs, data=p.data, etc=p.etc,
-                    tcp_port=settings.clickhouse.port, http_port=settings.clickhouse.http_port)
+    config = render(
+        "clickhouse-config.xml",
+        logs=p.logs,
+        data=p.data,
+        etc=p.etc,
+        tcp_port=settings.clickhouse.port,
+        http_port=settings.clickhouse.http_port,
+    )
     changed = write_if_changed(p.etc / "config.xml", config, owner=user, mode=0o640)
     changed |= write_if_changed(p.etc / "users.xml", _users_xml(settings), owner=user, mode=0o640)
-    write_if_changed(p.etc / "substitutions.xml", "<?xml version=\"1.0\"?>\n<yandex/>\n",
-                     owner=user, mode=0o640)
+    write_if_changed(
+        p.etc / "substitutions.xml", '<?xml version="1.0"?>\n<yandex/>\n', owner=user, mode=0o640
+    )
     return changed
 
 
@@ -122,9 +137,16 @@ def _client(settings: Settings, database: str = "default", timeout: float = 3.0)
     from clickhouse_driver import Client
 
     ch = settings.clickhouse
-    return Client(host="127.0.0.1", port=ch.port, user=ch.user, password=ch.password,
-                  database=database, connect_timeout=timeout, send_receive_timeout=timeout + 2,
-                  sync_request_timeout=timeout)
+    return Client(
+        host="127.0.0.1",
+        port=ch.port,
+        user=ch.user,
+        password=ch.password,
+        database=database,
+        connect_timeout=timeout,
+        send_receive_timeout=timeout + 2,
+        sync_request_timeout=timeout,
+    )
 
 
 def query_error(settings: Settings, query: str = "SELECT version()") -> str | None:
@@ -161,20 +183,34 @@ def up(settings: Settings, echo: Echo) -> None:
     if pid is None:
         for port in (settings.clickhouse.port, settings.clickhouse.http_port):
             if port_open(port):
-                fail(NAME, f"port {port} on 127.0.0.1 is already taken by another process; stop "
-                           "it or set VOXAGENT_CLICKHOUSE__PORT / VOXAGENT_CLICKHOUSE__HTTP_PORT")
-        echo(f"[{NAME}] starting on 127.0.0.1:{settings.clickhouse.port} "
-             f"(http {settings.clickhouse.http_port})...")
-        spawn([*argv, f"--config-file={p.etc / 'config.xml'}"], pidfile=p.pidfile,
-              log=p.stdout_log, cwd=p.base, user=user)
+                fail(
+                    NAME,
+                    f"port {port} on 127.0.0.1 is already taken by another process; stop "
+                    "it or set VOXAGENT_CLICKHOUSE__PORT / VOXAGENT_CLICKHOUSE__HTTP_PORT",
+                )
+        echo(
+            f"[{NAME}] starting on 127.0.0.1:{settings.clickhouse.port} "
+            f"(http {settings.clickhouse.http_port})..."
+        )
+        spawn(
+            [*argv, f"--config-file={p.etc / 'config.xml'}"],
+            pidfile=p.pidfile,
+            log=p.stdout_log,
+            cwd=p.base,
+            user=user,
+        )
     started = running_pid(settings)
-    wait_until(lambda: query_error(settings) is None, service=NAME, what="SELECT version()",
-               timeout=START_TIMEOUT, log=_logs(p),
-               alive=lambda: started is not None and running_pid(settings) == started)
+    wait_until(
+        lambda: query_error(settings) is None,
+        service=NAME,
+        what="SELECT version()",
+        timeout=START_TIMEOUT,
+        log=_logs(p),
+        alive=lambda: started is not None and running_pid(settings) == started,
+    )
     error = query_error(settings, f"CREATE DATABASE IF NOT EXISTS `{settings.clickhouse.database}`")
     if error is not None:
-        fail(NAME, f"cannot create database {settings.clickhouse.database!r}: {error}",
-             _logs(p))
+        fail(NAME, f"cannot create database {settings.clickhouse.database!r}: {error}", _logs(p))
 
 
 def _logs(p: Paths) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -31,8 +32,9 @@ class ServiceStatus:
     detail: str = ""
 
 
-def fail(service: str, message: str, log: Path | Sequence[Path] | None = None,
-         lines: int = 40) -> NoReturn:
+def fail(
+    service: str, message: str, log: Path | Sequence[Path] | None = None, lines: int = 40
+) -> NoReturn:
     """Raise a StackError naming the service and the problem, with the tail of its log(s)."""
     text = f"[{service}] {message}"
     logs = [log] if isinstance(log, Path) else list(log or [])
@@ -74,8 +76,14 @@ def run(
         argv = ["runuser", "-u", user, "--", *argv]
     try:
         proc = subprocess.run(
-            argv, input=input_text, capture_output=True, text=True, timeout=timeout,
-            cwd=cwd, env=env, check=False,
+            argv,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env=env,
+            check=False,
         )
     except FileNotFoundError:
         fail(service, f"{what}: command not found: {argv[0]}")
@@ -103,7 +111,12 @@ def pid_alive(pid: int) -> bool:
 
 def cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode("utf-8", "replace")
+        )
     except OSError:
         return ""
 
@@ -190,9 +203,17 @@ def spawn(
         uid, gid, groups = entry.pw_uid, entry.pw_gid, []
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=cwd, env=env, start_new_session=True, close_fds=True,
-            user=uid, group=gid, extra_groups=groups,
+            [str(a) for a in argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
         )
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
@@ -223,7 +244,5 @@ def stop_pid(pid: int, *, timeout: float = 30.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -68,15 +68,22 @@ class Paths:
 
 def paths(settings: Settings) -> Paths:
     base = settings.stack.root / NAME
-    return Paths(base=base, libs=base / f"libs-{settings.kafka.version}", config=base / "config",
-                 data=base / "data", logs=base / "logs")
+    return Paths(
+        base=base,
+        libs=base / f"libs-{settings.kafka.version}",
+        config=base / "config",
+        data=base / "data",
+        logs=base / "logs",
+    )
 
 
 def broker_port(settings: Settings) -> int:
     first = settings.kafka.bootstrap.split(",")[0].strip()
     _, _, port = first.rpartition(":")
     if not port.isdigit():
-        fail(NAME, f"cannot read a port from VOXAGENT_KAFKA__BOOTSTRAP={settings.kafka.bootstrap!r}")
+        fail(
+            NAME, f"cannot read a port from VOXAGENT_KAFKA__BOOTSTRAP={settings.kafka.bootstrap!r}"
+        )
     return int(port)
 
 
@@ -106,10 +113,23 @@ def ensure_jars(settings: Settings, echo: Echo) -> Path:
     echo(f"[{NAME}] resolving broker jars {version} from Maven Central (first run only)...")
     partial = p.base / f".libs-{version}.partial"
     shutil.rmtree(partial, ignore_errors=True)
-    run(["mvn", "-B", "-q", "-f", TEMPLATES / "kafka-pom.xml", "dependency:copy-dependencies",
-         f"-DoutputDirectory={partial}", "-DincludeScope=runtime", f"-Dkafka.version={version}"],
-        service=NAME, what=f"mvn dependency:copy-dependencies (kafka {version})", cwd=p.base,
-        timeout=1200)
+    run(
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            TEMPLATES / "kafka-pom.xml",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={partial}",
+            "-DincludeScope=runtime",
+            f"-Dkafka.version={version}",
+        ],
+        service=NAME,
+        what=f"mvn dependency:copy-dependencies (kafka {version})",
+        cwd=p.base,
+        timeout=1200,
+    )
     if not (partial / f"kafka_2.13-{version}.jar").exists():
         fail(NAME, f"mvn finished but {partial} has no kafka_2.13-{version}.jar")
     shutil.rmtree(p.libs, ignore_errors=True)
@@ -131,9 +151,13 @@ def _cluster_id(p: Paths) -> str:
 
 
 def _write_config(settings: Settings, p: Paths) -> bool:
-    props = render("kafka-server.properties", broker_port=broker_port(settings),
-                   controller_port=settings.kafka.controller_port, log_dirs=p.data,
-                   partitions=settings.kafka.partitions)
+    props = render(
+        "kafka-server.properties",
+        broker_port=broker_port(settings),
+        controller_port=settings.kafka.controller_port,
+        log_dirs=p.data,
+        partitions=settings.kafka.partitions,
+    )
     changed = write_if_changed(p.server_properties, props)
     changed |= write_if_changed(p.log4j, render("kafka-log4j2.xml", logs=p.logs))
     return changed
@@ -143,10 +167,27 @@ def _format(settings: Settings, p: Paths, echo: Echo) -> None:
     if (p.data / "meta.properties").exists():
         return
     echo(f"[{NAME}] formatting KRaft storage in {p.data} (first run only)...")
-    run([_java(), f"-Dlog4j2.configurationFile={p.log4j}", "-cp", f"{p.libs}/*",
-         "kafka.tools.StorageTool", "format", "--cluster-id", _cluster_id(p),
-         "--config", p.server_properties, "--standalone", "--ignore-formatted"],
-        service=NAME, what="kafka-storage format", cwd=p.base, timeout=120, log=p.server_log)
+    run(
+        [
+            _java(),
+            f"-Dlog4j2.configurationFile={p.log4j}",
+            "-cp",
+            f"{p.libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            _cluster_id(p),
+            "--config",
+            p.server_properties,
+            "--standalone",
+            "--ignore-formatted",
+        ],
+        service=NAME,
+        what="kafka-storage format",
+        cwd=p.base,
+        timeout=120,
+        log=p.server_log,
+    )
 
 
 def _admin_error(settings: Settings, timeout: float = 3.0) -> str | None:
@@ -183,26 +224,50 @@ def up(settings: Settings, echo: Echo) -> None:
     if pid is None:
         for port in (broker_port(settings), settings.kafka.controller_port):
             if port_open(port):
-                fail(NAME, f"port {port} on 127.0.0.1 is already taken by another process; stop "
-                           "it or set VOXAGENT_KAFKA__BOOTSTRAP / VOXAGENT_KAFKA__CONTROLLER_PORT")
+                fail(
+                    NAME,
+                    f"port {port} on 127.0.0.1 is already taken by another process; stop "
+                    "it or set VOXAGENT_KAFKA__BOOTSTRAP / VOXAGENT_KAFKA__CONTROLLER_PORT",
+                )
         _format(settings, p, echo)
-        echo(f"[{NAME}] starting KRaft broker {settings.kafka.version} on "
-             f"127.0.0.1:{broker_port(settings)}...")
-        spawn([_java(), *HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={p.log4j}", f"-Dkafka.logs.dir={p.logs}",
-               "-cp", f"{p.libs}/*", "kafka.Kafka", p.server_properties],
-              pidfile=p.pidfile, log=p.stdout_log, cwd=p.base)
+        echo(
+            f"[{NAME}] starting KRaft broker {settings.kafka.version} on "
+            f"127.0.0.1:{broker_port(settings)}..."
+        )
+        spawn(
+            [
+                _java(),
+                *HEAP,
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={p.log4j}",
+                f"-Dkafka.logs.dir={p.logs}",
+                "-cp",
+                f"{p.libs}/*",
+                "kafka.Kafka",
+                p.server_properties,
+            ],
+            pidfile=p.pidfile,
+            log=p.stdout_log,
+            cwd=p.base,
+        )
     started = running_pid(settings)
-    wait_until(lambda: _admin_error(settings) is None, service=NAME,
-               what="a metadata answer (AdminClient.list_topics)", timeout=START_TIMEOUT,
-               log=[p.stdout_log, p.server_log], interval=0.5,
-               alive=lambda: started is not None and running_pid(settings) == started)
+    wait_until(
+        lambda: _admin_error(settings) is None,
+        service=NAME,
+        what="a metadata answer (AdminClient.list_topics)",
+        timeout=START_TIMEOUT,
+        log=[p.stdout_log, p.server_log],
+        interval=0.5,
+        alive=lambda: started is not None and running_pid(settings) == started,
+    )
 
 
 def status(settings: Settings) -> ServiceStatus:
     error = _admin_error(settings)
-    return ServiceStatus(NAME, broker_port(settings), running_pid(settings), error is None,
-                         error or "")
+    return ServiceStatus(
+        NAME, broker_port(settings), running_pid(settings), error is None, error or ""
+    )
 
 
 def _stop(pid: int) -> None:

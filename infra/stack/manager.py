@@ -29,8 +29,7 @@ def _select(services: Sequence[str] | None) -> list[ModuleType]:
         return list(SERVICES.values())
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
-        raise StackError(f"unknown service(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(SERVICES)}")
+        raise StackError(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     return [m for name, m in SERVICES.items() if name in services]
 
 

@@ -22,9 +22,9 @@ from infra.stack.common import (
 from infra.stack.system import (
     apt_install,
     check_reachable,
-    relocate_if_unreachable,
     ensure_system_user,
     make_dirs,
+    relocate_if_unreachable,
     write_if_changed,
 )
 
@@ -54,7 +54,7 @@ def paths(settings: Settings) -> Paths:
     sock = base / "sock"
     # A Unix socket path must fit in 107 bytes; fall back to a short folder under /tmp.
     if len(str(sock)) + len(f"/.s.PGSQL.{settings.postgres.port}") > 100:
-        digest = hashlib.sha1(str(base).encode()).hexdigest()[:10]
+        digest = hashlib.sha256(str(base).encode()).hexdigest()[:10]
         sock = Path(tempfile.gettempdir()) / f"voxagent-pg-{digest}"
     logs = base / "logs"
     return Paths(base=base, data=base / "data", logs=logs, log=logs / "postgres.log", sock=sock)
@@ -101,9 +101,25 @@ def _initdb(bindir: Path, p: Paths, user: str, echo: Echo) -> None:
     if any(p.data.iterdir()):
         fail(NAME, f"{p.data} is neither empty nor a PostgreSQL data folder; move it away")
     echo(f"[{NAME}] initdb {p.data} (first run only)...")
-    run([bindir / "initdb", "-D", p.data, "-U", SUPERUSER, "--auth-local=trust",
-         "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale"],
-        service=NAME, what="initdb", user=user, cwd=p.base, timeout=300)
+    run(
+        [
+            bindir / "initdb",
+            "-D",
+            p.data,
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ],
+        service=NAME,
+        what="initdb",
+        user=user,
+        cwd=p.base,
+        timeout=300,
+    )
     conf = p.data / "postgresql.conf"
     with conf.open("a") as fh:
         fh.write("\n# Settings of the Voxagent local stack\ninclude_if_exists = 'voxagent.conf'\n")
@@ -122,21 +138,48 @@ def up(settings: Settings, echo: Echo) -> None:
     check_reachable(p.data, user, NAME)
     if not (p.data / "PG_VERSION").exists():
         _initdb(bindir, p, user, echo)
-    changed = write_if_changed(p.data / "voxagent.conf", _config(settings, p), owner=user,
-                               mode=0o600)
+    changed = write_if_changed(
+        p.data / "voxagent.conf", _config(settings, p), owner=user, mode=0o600
+    )
     pid = running_pid(settings)
-    pg_ctl: list[str | Path] = [bindir / "pg_ctl", "-D", p.data, "-l", p.log, "-w", "-t", str(START_TIMEOUT)]
+    pg_ctl: list[str | Path] = [
+        bindir / "pg_ctl",
+        "-D",
+        p.data,
+        "-l",
+        p.log,
+        "-w",
+        "-t",
+        str(START_TIMEOUT),
+    ]
     if pid is not None and changed:
         echo(f"[{NAME}] configuration changed; restarting (pid {pid})...")
-        run([*pg_ctl, "-m", "fast", "restart"], service=NAME, what="pg_ctl restart",
-            user=user, cwd=p.base, timeout=START_TIMEOUT + 30, log=p.log)
+        run(
+            [*pg_ctl, "-m", "fast", "restart"],
+            service=NAME,
+            what="pg_ctl restart",
+            user=user,
+            cwd=p.base,
+            timeout=START_TIMEOUT + 30,
+            log=p.log,
+        )
     elif pid is None:
         if port_open(settings.postgres.port):
-            fail(NAME, f"port {settings.postgres.port} on 127.0.0.1 is already taken by another "
-                       "process; stop it or set VOXAGENT_POSTGRES__PORT")
+            fail(
+                NAME,
+                f"port {settings.postgres.port} on 127.0.0.1 is already taken by another "
+                "process; stop it or set VOXAGENT_POSTGRES__PORT",
+            )
         echo(f"[{NAME}] starting on 127.0.0.1:{settings.postgres.port}...")
-        run([*pg_ctl, "start"], service=NAME, what="pg_ctl start", user=user, cwd=p.base,
-            timeout=START_TIMEOUT + 30, log=p.log)
+        run(
+            [*pg_ctl, "start"],
+            service=NAME,
+            what="pg_ctl start",
+            user=user,
+            cwd=p.base,
+            timeout=START_TIMEOUT + 30,
+            log=p.log,
+        )
     if not _app_login_ok(settings):
         _ensure_role_and_database(settings, p)
         if not _app_login_ok(settings):
@@ -152,8 +195,14 @@ def _app_login_error(settings: Settings) -> str | None:
 
     pg = settings.postgres
     try:
-        with psycopg.connect(host="127.0.0.1", port=pg.port, user=pg.user, password=pg.password,
-                             dbname=pg.database, connect_timeout=3) as conn:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=pg.port,
+            user=pg.user,
+            password=pg.password,
+            dbname=pg.database,
+            connect_timeout=3,
+        ) as conn:
             conn.execute("SELECT 1").fetchone()
     except psycopg.Error as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -166,21 +215,32 @@ def _ensure_role_and_database(settings: Settings, p: Paths) -> None:
 
     pg = settings.postgres
     try:
-        conn = psycopg.connect(host=str(p.sock), port=pg.port, user=SUPERUSER, dbname="postgres",
-                               autocommit=True, connect_timeout=5)
+        conn = psycopg.connect(
+            host=str(p.sock),
+            port=pg.port,
+            user=SUPERUSER,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        )
     except psycopg.Error as exc:
         fail(NAME, f"cannot connect as {SUPERUSER!r} over the socket in {p.sock}: {exc}", p.log)
     with conn:
         role = sql.Identifier(pg.user)
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (pg.user,)).fetchone()
         verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
-        conn.execute(sql.SQL("{} {} LOGIN CREATEDB NOSUPERUSER PASSWORD {}").format(
-            verb, role, sql.Literal(pg.password)))
-        has_db = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                              (pg.database,)).fetchone()
+        conn.execute(
+            sql.SQL("{} {} LOGIN CREATEDB NOSUPERUSER PASSWORD {}").format(
+                verb, role, sql.Literal(pg.password)
+            )
+        )
+        has_db = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (pg.database,)
+        ).fetchone()
         if not has_db:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(pg.database), role))
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(pg.database), role)
+            )
 
 
 def status(settings: Settings) -> ServiceStatus:
@@ -200,9 +260,14 @@ def down(settings: Settings, echo: Echo) -> None:
     try:
         if bindir is None:
             raise StackError("pg_ctl not found")
-        run([bindir / "pg_ctl", "-D", p.data, "-m", "fast", "-w", "-t", "60", "stop"],
-            service=NAME, what="pg_ctl stop", user=settings.stack.system_user, cwd=p.base,
-            timeout=90)
+        run(
+            [bindir / "pg_ctl", "-D", p.data, "-m", "fast", "-w", "-t", "60", "stop"],
+            service=NAME,
+            what="pg_ctl stop",
+            user=settings.stack.system_user,
+            cwd=p.base,
+            timeout=90,
+        )
     except StackError as exc:
         echo(f"[{NAME}] pg_ctl stop failed ({exc}); sending SIGTERM")
         if not stop_pid(pid, timeout=30):

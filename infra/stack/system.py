@@ -22,15 +22,20 @@ def ensure_system_user(name: str, echo: Echo) -> None:
     if os.geteuid() != 0:
         fail("stack", f"system user {name!r} is missing and only root can create it")
     echo(f"[stack] creating system user {name!r}")
-    run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        service="stack", what=f"useradd {name}")
+    run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        service="stack",
+        what=f"useradd {name}",
+    )
 
 
 def apt_install(packages: Sequence[str], *, service: str, echo: Echo) -> None:
     if shutil.which("apt-get") is None:
         fail(service, f"{' '.join(packages)} not installed and apt-get is not available")
     if os.geteuid() != 0:
-        fail(service, f"{' '.join(packages)} not installed; run as root so apt-get can install them")
+        fail(
+            service, f"{' '.join(packages)} not installed; run as root so apt-get can install them"
+        )
     echo(f"[{service}] installing {' '.join(packages)} with apt-get (first run only)...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     argv = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
@@ -85,7 +90,7 @@ def relocate_if_unreachable(base: Path, user: str, echo: Echo) -> None:
         return
     if base.exists() and any(base.iterdir()):
         return  # existing state stays where it is; check_reachable explains what to do
-    digest = hashlib.sha1(str(base.parent.resolve()).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(str(base.parent.resolve()).encode()).hexdigest()[:10]
     target = RELOCATED_ROOT / digest / base.name
     target.mkdir(parents=True, exist_ok=True)
     for folder in (RELOCATED_ROOT, RELOCATED_ROOT / digest):
@@ -94,8 +99,10 @@ def relocate_if_unreachable(base: Path, user: str, echo: Echo) -> None:
         base.rmdir()
     base.parent.mkdir(parents=True, exist_ok=True)
     base.symlink_to(target, target_is_directory=True)
-    echo(f"[{base.name}] {blocker} is closed to user {user!r}: state kept in {target} "
-         f"(linked from {base})")
+    echo(
+        f"[{base.name}] {blocker} is closed to user {user!r}: state kept in {target} "
+        f"(linked from {base})"
+    )
 
 
 def check_reachable(path: Path, user: str, service: str) -> None:
@@ -110,9 +117,12 @@ def check_reachable(path: Path, user: str, service: str) -> None:
         other_x = st.st_mode & 0o001
         group_x = st.st_mode & 0o010 and st.st_gid == entry.pw_gid
         if not (other_x or group_x):
-            fail(service, f"system user {user!r} cannot enter {parent} (mode "
-                          f"{oct(st.st_mode & 0o777)}); set VOXAGENT_STACK__ROOT to a folder "
-                          "it can reach, e.g. /var/tmp/voxagent-stack")
+            fail(
+                service,
+                f"system user {user!r} cannot enter {parent} (mode "
+                f"{oct(st.st_mode & 0o777)}); set VOXAGENT_STACK__ROOT to a folder "
+                "it can reach, e.g. /var/tmp/voxagent-stack",
+            )
 
 
 def write_if_changed(path: Path, text: str, owner: str | None = None, mode: int = 0o644) -> bool:

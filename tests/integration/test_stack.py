@@ -56,12 +56,19 @@ def test_postgres_accepts_the_app_role(settings: Settings, started: list[str]) -
     import psycopg
 
     pg = settings.postgres
-    with psycopg.connect(host="127.0.0.1", port=pg.port, user=pg.user, password=pg.password,
-                         dbname=pg.database, connect_timeout=5) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=pg.port,
+        user=pg.user,
+        password=pg.password,
+        dbname=pg.database,
+        connect_timeout=5,
+    ) as conn:
         row = conn.execute(
             "SELECT current_user, current_database(), rolsuper, rolcreatedb, "
             "current_setting('fsync'), current_setting('synchronous_commit') "
-            "FROM pg_roles WHERE rolname = current_user").fetchone()
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
     assert row == (pg.user, pg.database, False, True, "on", "on")
 
 
@@ -69,8 +76,14 @@ def test_clickhouse_answers_select_1(settings: Settings, started: list[str]) -> 
     from clickhouse_driver import Client
 
     ch = settings.clickhouse
-    client = Client(host="127.0.0.1", port=ch.port, user=ch.user, password=ch.password,
-                    database=ch.database, connect_timeout=5)
+    client = Client(
+        host="127.0.0.1",
+        port=ch.port,
+        user=ch.user,
+        password=ch.password,
+        database=ch.database,
+        connect_timeout=5,
+    )
     try:
         assert client.execute("SELECT 1") == [(1,)]
     finally:
@@ -89,8 +102,14 @@ def test_kafka_round_trips_a_message(settings: Settings, started: list[str]) -> 
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
         producer.produce(topic, key=b"k", value=b"hello stack")
         assert producer.flush(30) == 0
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{topic}",
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"g-{topic}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         consumer.subscribe([topic])
         try:
             deadline = time.monotonic() + 60

@@ -65,7 +65,9 @@ def test_update_with_stale_expected_version_is_refused(app):
     agent = create(app)
     app.update_agent(ALICE, UpdateAgent(agent_id=agent.id, patch={"name": "A"}, expected_version=1))
     with pytest.raises(VersionMismatch):
-        app.update_agent(ALICE, UpdateAgent(agent_id=agent.id, patch={"name": "B"}, expected_version=1))
+        app.update_agent(
+            ALICE, UpdateAgent(agent_id=agent.id, patch={"name": "B"}, expected_version=1)
+        )
     assert app.get_agent(ALICE, agent.id).config["name"] == "A"
 
 

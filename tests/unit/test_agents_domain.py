@@ -7,7 +7,9 @@ from domain.errors import AgentArchived, InvalidConfig
 pytestmark = pytest.mark.unit
 
 TOOL = {
-    "name": "lookup_order", "description": "Find an order", "url": "https://api.example.com/o",
+    "name": "lookup_order",
+    "description": "Find an order",
+    "url": "https://api.example.com/o",
     "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
 }
 

@@ -1,0 +1,43 @@
+# Two commands for a fresh clone: `make up` (everything, running) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+VOX    := $(VENV)/bin/voxagent
+STAMP  := $(VENV)/.installed
+
+.PHONY: up down test unit lint lock bench clean-stack
+
+$(STAMP): pyproject.toml requirements.lock
+	@echo "==> creating the virtualenv and installing pinned dependencies (first run: ~1 min)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+## up: install, start Kafka/PostgreSQL/ClickHouse, migrate, run API + relay + projectors
+up: $(STAMP)
+	$(VOX) up
+
+## down: stop the platform and the local stack (data stays in .stack/)
+down: $(STAMP)
+	$(VOX) down
+
+## test: start the local stack the tests need, then run every test (unit + integration)
+test: $(STAMP)
+	$(VOX) stack up
+	$(PY) -m pytest -ra
+
+unit: $(STAMP)
+	$(PY) -m pytest -m unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+## lock: re-resolve requirements.lock from pyproject.toml in a throwaway venv
+lock:
+	rm -rf /tmp/voxagent-lock && $(PYTHON) -m venv /tmp/voxagent-lock
+	/tmp/voxagent-lock/bin/pip install --quiet '.[dev]'
+	/tmp/voxagent-lock/bin/pip freeze --exclude voxagent | sort > requirements.lock
+
+bench: $(STAMP)
+	$(VOX) stack up
+	$(PY) bench/spine.py

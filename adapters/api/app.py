@@ -1,0 +1,49 @@
+"""The HTTP API's app factory: the container lives on ``app.state``; errors are JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from adapters.api import agents, health
+from adapters.api.errors import error_response, install_error_handlers
+from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
+from commands.idempotency import IdempotencyKeyReused
+from domain.errors import AgentArchived, InvalidConfig
+
+# exception -> (HTTP status, stable code); the exception's message says what to do
+_MAPPED: dict[type[Exception], tuple[int, str]] = {
+    AgentNotFound: (404, "agent_not_found"),
+    VersionMismatch: (412, "version_mismatch"),
+    ConcurrentModification: (409, "concurrent_modification"),
+    AgentArchived: (409, "agent_archived"),
+    InvalidConfig: (422, "invalid_config"),
+    IdempotencyKeyReused: (422, "idempotency_key_reused"),
+}
+
+
+def _handler(status: int, code: str) -> Callable[[Request, Exception], Any]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, status, code, getattr(exc, "message", None) or str(exc))
+
+    return handle
+
+
+def create_app(container: Any) -> FastAPI:
+    app = FastAPI(
+        title="Voxagent API",
+        version="0.1.0",
+        description="Configure voice agents; every change is an event. "
+        "Authenticate with a bearer JWT whose space claim scopes every request.",
+    )
+    app.state.container = container
+    app.state.verifier = container.verifier
+    install_error_handlers(app)
+    for exc_type, (status, code) in _MAPPED.items():
+        app.add_exception_handler(exc_type, _handler(status, code))
+    app.include_router(agents.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,69 @@
+"""``GET /health``: each dependency, whether it answers, and how far behind the pipeline is."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+def _probe(check: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = check()
+    except Exception as exc:  # noqa: BLE001 - any failure is "down"; say which
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result: dict[str, Any] = {
+        "ok": True,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    if isinstance(detail, dict):
+        result.update(detail)
+    return result
+
+
+def _postgres(container: Any) -> dict[str, Any]:
+    with container.pool.connection() as conn:
+        head = conn.execute("SELECT max(notification_id) FROM agents_events").fetchone()
+        relay = conn.execute(
+            "SELECT position FROM relay_positions WHERE application = 'agents'"
+        ).fetchone()
+        conn.rollback()
+    head_pos = (head[0] if head else None) or 0
+    relay_pos = (relay[0] if relay else None) or 0
+    return {"event_store_position": head_pos, "relay_lag_events": max(head_pos - relay_pos, 0)}
+
+
+def _kafka(container: Any) -> dict[str, Any]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": container.settings.kafka.bootstrap})
+    meta = admin.list_topics(timeout=2)
+    return {"brokers": len(meta.brokers)}
+
+
+def _clickhouse(container: Any) -> dict[str, Any]:
+    client = container.clickhouse()
+    try:
+        return {"version": client.execute("SELECT version()")[0][0]}
+    finally:
+        client.disconnect()
+
+
+@router.get("/health")
+def health(request: Request) -> JSONResponse:
+    container = request.app.state.container
+    deps = {
+        "postgres": _probe(lambda: _postgres(container)),
+        "kafka": _probe(lambda: _kafka(container)),
+        "clickhouse": _probe(lambda: _clickhouse(container)),
+    }
+    ok = all(d["ok"] for d in deps.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "dependencies": deps},
+        status_code=200 if ok else 503,
+    )

@@ -1,0 +1,93 @@
+"""The composition root: builds applications, pools and clients from settings.
+
+Nothing connects at import time. Every entry point (API, relay, projectors, CLI) and every test
+builds its graph here; tests pass overrides (e.g. ``verifier=``) to replace a piece.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from commands.agents import AgentsApplication
+from infra.settings import Settings
+
+RECORDER_TOPIC = "adapters.postgres.recorder:IdempotentPostgresRecorder"
+
+
+def eventsourcing_env(settings: Settings) -> dict[str, str]:
+    """Persistence is configuration: eventsourcing's PostgreSQL module, our recorder."""
+    pg = settings.postgres
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
+        "POSTGRES_DBNAME": pg.database,
+        "POSTGRES_HOST": pg.host,
+        "POSTGRES_PORT": str(pg.port),
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_POOL_SIZE": str(pg.pool_max),
+        "POSTGRES_MAX_OVERFLOW": "10",
+        "POSTGRES_LOCK_TIMEOUT": "5",
+        "CREATE_TABLE": "y",
+        "AGGREGATE_CACHE_MAXSIZE": "10000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+    }
+
+
+@dataclass
+class Container:
+    settings: Settings
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def agents(self) -> AgentsApplication:
+        if "agents" in self.overrides:
+            return self.overrides["agents"]
+        return AgentsApplication(env=eventsourcing_env(self.settings))
+
+    @cached_property
+    def pool(self) -> ConnectionPool:
+        """Pool for read models, tracking and relay positions (autocommit off)."""
+        if "pool" in self.overrides:
+            return self.overrides["pool"]
+        pg = self.settings.postgres
+        pool = ConnectionPool(
+            pg.conninfo(),
+            min_size=pg.pool_min,
+            max_size=pg.pool_max,
+            open=False,
+            name="voxagent-read",
+        )
+        pool.open(wait=True, timeout=30)
+        return pool
+
+    @cached_property
+    def verifier(self) -> Any:
+        if "verifier" in self.overrides:
+            return self.overrides["verifier"]
+        from adapters.api.auth import JwtVerifier
+
+        return JwtVerifier(self.settings.auth)
+
+    def clickhouse(self) -> Any:
+        """A new ClickHouse client (clickhouse-driver clients are not thread-safe)."""
+        from adapters.clickhouse.client import connect
+
+        return connect(self.settings.clickhouse)
+
+    def topic(self, context: str) -> str:
+        return f"{self.settings.topic_prefix}.{context}.v1"
+
+    def close(self) -> None:
+        if "pool" in self.__dict__ and "pool" not in self.overrides:
+            self.pool.close()
+        if "agents" in self.__dict__ and "agents" not in self.overrides:
+            self.agents.close()
+
+
+def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:
+    return Container(settings or Settings(), overrides)

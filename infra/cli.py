@@ -1,0 +1,200 @@
+"""``voxagent``: the one command line of the platform."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+import click
+
+from infra.settings import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.ensure_object(Settings)
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Voxagent: voice AI agents on an event-sourced backend."""
+    ctx.obj = Settings()
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the PostgreSQL read models and the ClickHouse tables."""
+    from infra.bootstrap import bootstrap
+    from infra.migrations import migrate_clickhouse, migrate_postgres
+
+    settings = _settings(ctx)
+    container = bootstrap(settings)
+    try:
+        applied = migrate_postgres(container.pool)
+        container.agents  # creates the event store tables  # noqa: B018
+        migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
+    finally:
+        container.close()
+    click.echo(f"migrated ({', '.join(applied) or 'nothing new'})")
+
+
+@cli.command()
+@click.pass_context
+def api(ctx: click.Context) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    from adapters.api.app import create_app
+    from infra.bootstrap import bootstrap
+
+    settings = _settings(ctx)
+    _logging(settings)
+    ctx.invoke(migrate)
+    container = bootstrap(settings)
+    uvicorn.run(
+        create_app(container),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@cli.command()
+@click.pass_context
+def relay(ctx: click.Context) -> None:
+    """Publish the event store's new events to Kafka, in order, at least once."""
+    from adapters.kafka.relay import run_relay
+    from infra.bootstrap import bootstrap
+
+    settings = _settings(ctx)
+    _logging(settings)
+    container = bootstrap(settings)
+    try:
+        run_relay(container, stop=_stop_event())
+    finally:
+        container.close()
+
+
+@cli.command()
+@click.pass_context
+def projector(ctx: click.Context) -> None:
+    """Run the Faust projectors: Kafka -> Postgres read models and ClickHouse."""
+    from infra.bootstrap import bootstrap
+    from projections.faust_app import run_projectors
+
+    settings = _settings(ctx)
+    _logging(settings)
+    run_projectors(bootstrap(settings))
+
+
+@cli.command()
+@click.argument("read_model", type=click.Choice(["agents"]))
+@click.option("--check", is_flag=True, help="Rebuild aside and compare; change nothing.")
+@click.pass_context
+def replay(ctx: click.Context, read_model: str, check: bool) -> None:
+    """Rebuild a read model from the event store (the rebuilt table equals the live one)."""
+    from infra.bootstrap import bootstrap
+    from projections.replay import replay_agents
+
+    container = bootstrap(_settings(ctx))
+    try:
+        report = replay_agents(container, check_only=check, progress=click.echo)
+    finally:
+        container.close()
+    click.echo(str(report))
+    if check and not report.equal:
+        sys.exit(1)
+
+
+@cli.command()
+@click.pass_context
+def up(ctx: click.Context) -> None:
+    """Start the local stack, migrate, and run the platform in the background."""
+    from infra import platform
+    from infra.stack.manager import up as stack_up
+
+    settings = _settings(ctx)
+    stack_up(settings, click.echo)
+    ctx.invoke(migrate)
+    try:
+        platform.start(settings, click.echo)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    click.echo(
+        f"\nVoxagent is up.\n  API:      {base}/api\n  API docs: {base}/docs "
+        f"(OpenAPI: {base}/openapi.json)\n  Health:   {base}/health\n"
+        f"  Token:    .venv/bin/voxagent token --space demo\n"
+        f'  Try:      curl -H "Authorization: Bearer $(.venv/bin/voxagent token --space demo)" '
+        f"{base}/api/agents\n  Stop:     make down"
+    )
+
+
+@cli.command()
+@click.option("--stack/--no-stack", default=True, help="Also stop Kafka, PostgreSQL, ClickHouse.")
+@click.pass_context
+def down(ctx: click.Context, stack: bool) -> None:
+    """Stop the platform's processes (and the local stack)."""
+    from infra import platform
+    from infra.stack.manager import down as stack_down
+
+    settings = _settings(ctx)
+    platform.stop(settings, click.echo)
+    if stack:
+        stack_down(settings, click.echo)
+
+
+@cli.command("config-doc")
+@click.option("--check", is_flag=True, help="Fail when docs/configuration.md is out of date.")
+def config_doc(check: bool) -> None:
+    """Regenerate the settings table in docs/configuration.md."""
+    from infra.config_doc import render
+    from infra.settings import REPO_ROOT
+
+    path = REPO_ROOT / "docs" / "configuration.md"
+    current = path.read_text()
+    updated = render(current)
+    if check:
+        if updated != current:
+            raise click.ClickException(
+                "docs/configuration.md is out of date: run voxagent config-doc"
+            )
+        return
+    path.write_text(updated)
+    click.echo(f"wrote {path}")
+
+
+def _attach() -> None:
+    from infra.devauth_cli import dev_issuer_command, token_command
+    from infra.stack.cli import stack
+
+    cli.add_command(stack)
+    cli.add_command(token_command)
+    cli.add_command(dev_issuer_command)
+
+
+def main() -> None:
+    _attach()
+    cli()
+
+
+if __name__ == "__main__":
+    main()

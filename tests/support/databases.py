@@ -1,0 +1,63 @@
+"""Databases and topics of a test's own on the running stack, created, migrated and dropped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import psycopg
+
+from infra.bootstrap import bootstrap
+from infra.migrations import migrate_clickhouse, migrate_postgres
+from infra.settings import Settings
+
+
+def _admin(settings: Settings) -> str:
+    return settings.postgres.model_copy(update={"database": "postgres"}).conninfo()
+
+
+@contextlib.contextmanager
+def isolated(base: Settings, name: str) -> Iterator[Settings]:
+    """Settings whose PostgreSQL database, ClickHouse database and topic prefix are ``name``'s
+    own; both databases are created and migrated, and dropped afterwards."""
+    settings = base.model_copy(
+        update={
+            "environment": "test",
+            "postgres": base.postgres.model_copy(update={"database": name}),
+            "clickhouse": base.clickhouse.model_copy(update={"database": name}),
+            "topic_prefix": name.replace("_", ""),
+        }
+    )
+    try:
+        admin = psycopg.connect(_admin(settings), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise RuntimeError(
+            f"PostgreSQL of the local stack does not answer ({exc}); run `voxagent stack up` "
+            "(make test does it for you)"
+        ) from exc
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    container = bootstrap(settings)
+    try:
+        migrate_postgres(container.pool)
+        container.agents  # creates the event store's tables  # noqa: B018
+        migrate_clickhouse(container.clickhouse(), name)
+    finally:
+        container.close()
+    try:
+        yield settings
+    finally:
+        if not os.environ.get("VOXAGENT_KEEP_TEST_DATA"):
+            _drop(settings, name)
+
+
+def _drop(settings: Settings, name: str) -> None:
+    from adapters.clickhouse.client import connect
+
+    with contextlib.suppress(Exception):
+        ch = connect(settings.clickhouse.model_copy(update={"database": "default"}))
+        ch.execute(f"DROP DATABASE IF EXISTS {name}")
+        ch.disconnect()
+    with psycopg.connect(_admin(settings), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

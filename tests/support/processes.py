@@ -1,0 +1,98 @@
+"""Run platform processes (``voxagent relay``, ``voxagent projector``...) as real subprocesses
+configured for the test session, so tests can kill -9 and restart them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.settings import REPO_ROOT, Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The VOXAGENT_* variables that make a child process build these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXAGENT_")}
+    env.update(
+        VOXAGENT_ENVIRONMENT=settings.environment,
+        VOXAGENT_POSTGRES__DATABASE=settings.postgres.database,
+        VOXAGENT_CLICKHOUSE__DATABASE=settings.clickhouse.database,
+        VOXAGENT_TOPIC_PREFIX=settings.topic_prefix,
+        VOXAGENT_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class Process:
+    """One ``python -m infra.cli <command>`` child with its output in a log file."""
+
+    def __init__(self, command: str, settings: Settings, log_dir: Path) -> None:
+        self.command = command
+        self.settings = settings
+        self.log = log_dir / f"{command}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", self.command],
+            cwd=REPO_ROOT,
+            env=settings_env(self.settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def eventually(
+    check: Callable[[], object],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    what: str = "condition",
+    processes: tuple[Process, ...] = (),
+) -> object:
+    """Poll ``check`` until it returns something truthy; fail with the processes' logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        for p in processes:
+            if not p.alive():
+                raise AssertionError(f"{p.command} exited while waiting for {what}:\n{p.tail()}")
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.command} ---\n{p.tail()}" for p in processes)
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+        time.sleep(interval)

@@ -1,0 +1,33 @@
+"""docs/events.md documents every event the domain records, with every field."""
+
+import re
+
+import pytest
+
+from domain.agents import VoiceAgent
+from infra.settings import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+EVENTS = [VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived]
+BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "space_id"}
+
+
+def sections() -> dict[str, str]:
+    doc = (REPO_ROOT / "docs" / "events.md").read_text()
+    parts = re.split(r"^### ", doc, flags=re.MULTILINE)[1:]
+    return {p.splitlines()[0].strip(): p for p in parts}
+
+
+@pytest.mark.parametrize("event_class", EVENTS, ids=lambda c: c.TOPIC)
+def test_every_event_and_field_is_documented(event_class):
+    documented = sections()
+    assert event_class.TOPIC in documented, f"docs/events.md lacks ### {event_class.TOPIC}"
+    fields = set(event_class.__dataclass_fields__) - BASE_FIELDS
+    assert fields, "the event declares its fields"
+    for name in fields:
+        assert f"`{name}`" in documented[event_class.TOPIC], f"{event_class.TOPIC}: {name}"
+
+
+def test_no_documented_event_is_unknown_to_the_code():
+    assert set(sections()) == {e.TOPIC for e in EVENTS}

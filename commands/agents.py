@@ -14,6 +14,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
 from pydantic import BaseModel, Field
 
+from commands.group_commit import GroupCommit
 from commands.idempotency import (
     IdempotencyKeyReused,
     IdempotencyRecord,
@@ -72,6 +73,10 @@ class Result:
 
 class AgentsApplication(Application[UUID]):
     name = "agents"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._group_commit = GroupCommit(self.save)
 
     # -- commands -------------------------------------------------------------------------
     def create_agent(
@@ -142,7 +147,7 @@ class AgentsApplication(Application[UUID]):
                 agent.version,
             )
         try:
-            recordings = self.save(agent, idempotency=record)
+            position = self._group_commit.commit(agent.collect_events(), record)
         except IntegrityError:
             replay = self._replay(actor, key, command, payload)
             if replay:
@@ -150,7 +155,6 @@ class AgentsApplication(Application[UUID]):
             raise ConcurrentModification(
                 f"agent {agent.id} was changed concurrently; reload it and retry"
             ) from None
-        position = recordings[-1].notification.id if recordings else None
         return Result(agent.id, agent.version, position, agent)
 
     def _replay(self, actor: Actor, key: str | None, command: str, payload: Any) -> Result | None:

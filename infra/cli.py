@@ -50,6 +50,9 @@ def migrate(ctx: click.Context) -> None:
         applied = migrate_postgres(container.pool)
         container.agents  # creates the event store tables  # noqa: B018
         migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
+        from adapters.kafka.topics import domain_topics, ensure_topics
+
+        ensure_topics(settings, domain_topics(settings))
     finally:
         container.close()
     click.echo(f"migrated ({', '.join(applied) or 'nothing new'})")
@@ -97,11 +100,16 @@ def relay(ctx: click.Context) -> None:
 @click.pass_context
 def projector(ctx: click.Context) -> None:
     """Run the Faust projectors: Kafka -> Postgres read models and ClickHouse."""
+    from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
     from infra.bootstrap import bootstrap
     from projections.faust_app import run_projectors
 
     settings = _settings(ctx)
     _logging(settings)
+    # Subscribing to a topic that does not exist yet would leave the consumer without
+    # partitions until its next metadata refresh (minutes): create the topics first.
+    if not ensure_topics_when_ready(settings, domain_topics(settings), _stop_event()):
+        return
     run_projectors(bootstrap(settings))
 
 

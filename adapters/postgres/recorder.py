@@ -1,7 +1,7 @@
 """The agents' event store recorder: eventsourcing's PostgreSQL recorder plus idempotency keys.
 
-An ``IdempotencyRecord`` passed to ``Application.save(..., idempotency=record)`` is inserted in the
-same transaction as the events. A replayed key collides on the primary key, the whole
+The ``IdempotencyRecord``s passed to ``Application.save(..., idempotency=[records])`` are inserted
+in the same transaction as the events. A replayed key collides on the primary key, the whole
 transaction rolls back, and the command layer answers with the first result.
 """
 
@@ -52,18 +52,14 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        record: IdempotencyRecord | None = kwargs.get("idempotency")
-        if record is not None:
-            curs.execute(
+        records: list[IdempotencyRecord] = kwargs.get("idempotency") or []
+        if records:
+            curs.executemany(
                 self._insert_key,
-                (
-                    record.space_id,
-                    record.key,
-                    record.command,
-                    record.fingerprint,
-                    record.aggregate_id,
-                    record.version,
-                ),
+                [
+                    (r.space_id, r.key, r.command, r.fingerprint, r.aggregate_id, r.version)
+                    for r in records
+                ],
             )
         super()._insert_events(curs, stored_events, **kwargs)
 

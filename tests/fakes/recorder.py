@@ -22,12 +22,13 @@ class IdempotentPOPORecorder(POPOApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        record: IdempotencyRecord | None = kwargs.get("idempotency")
+        records: list[IdempotencyRecord] = kwargs.get("idempotency") or []
         with self._database_lock:
-            if record is not None and (record.space_id, record.key) in self.keys:
-                raise IntegrityError(f"idempotency key {record.key} exists")
+            for record in records:
+                if (record.space_id, record.key) in self.keys:
+                    raise IntegrityError(f"idempotency key {record.key} exists")
             ids = super().insert_events(stored_events, **kwargs)
-            if record is not None:
+            for record in records:
                 self.keys[(record.space_id, record.key)] = record
             for event, nid in zip(stored_events, ids or (), strict=False):
                 self.positions[(UUID(str(event.originator_id)), event.originator_version)] = nid

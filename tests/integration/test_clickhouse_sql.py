@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import chdb.session
 import pytest
 
 from adapters.clickhouse.client import connect
@@ -19,7 +21,7 @@ from domain.agent_config import AgentConfig
 from domain.agents import VoiceAgent
 from domain.contract import envelope, iso_ms
 from infra.migrations import clickhouse_statements
-from infra.settings import Settings
+from infra.settings import REPO_ROOT, Settings
 from projections.clickhouse_rows import (
     AGENT_COLUMNS,
     EVENT_COLUMNS,
@@ -31,30 +33,21 @@ pytestmark = pytest.mark.integration
 
 Query = Callable[[str], list[tuple[str, ...]]]
 
-# Analyst queries (docs/analytics.md): every value cast to String so both engines compare as text.
-QUERIES = {
-    "latest config per agent (FINAL)": """
-        SELECT agent_id, name, llm_provider, toString(config_version), toString(archived)
-        FROM {db}.agents FINAL ORDER BY agent_id""",
-    "latest config per agent (argMax)": """
-        SELECT agent_id, argMax(name, version), argMax(llm_provider, version),
-               toString(max(version)), toString(argMax(archived, version))
-        FROM {db}.agents GROUP BY agent_id ORDER BY agent_id""",
-    "events per type per day": """
-        SELECT toString(toStartOfDay(occurred_at)) AS day, type, toString(uniqExact(event_id))
-        FROM {db}.events GROUP BY day, type ORDER BY day, type""",
-    "events per type per day (FINAL)": """
-        SELECT toString(toStartOfDay(occurred_at)) AS day, type, toString(count())
-        FROM {db}.events FINAL GROUP BY day, type ORDER BY day, type""",
-    "agents per llm provider per week": """
-        SELECT toString(toMonday(updated_at)) AS week, llm_provider, toString(count())
-        FROM {db}.agents FINAL WHERE archived = 0 GROUP BY week, llm_provider
-        ORDER BY week, llm_provider""",
-    "millisecond ordering of one agent's events": """
-        SELECT aggregate_id, toString(aggregate_version), toString(occurred_at),
-               toString(occurred_at_ms)
-        FROM {db}.events FINAL ORDER BY aggregate_id, aggregate_version""",
-}
+
+
+def documented_queries() -> dict[str, str]:
+    """The example queries of docs/analytics.md (``-- name:`` blocks), the database name
+    replaced by a placeholder so each engine runs them in its own database."""
+    doc = (REPO_ROOT / "docs" / "analytics.md").read_text()
+    queries = {}
+    for block in re.findall(r"```sql\n(.*?)```", doc, flags=re.DOTALL):
+        first, _, body = block.partition("\n")
+        name = first.removeprefix("-- name:").strip()
+        queries[name] = body.replace("voxagent.", "{db}.")
+    return queries
+
+
+QUERIES = documented_queries()
 
 
 @functools.cache
@@ -124,8 +117,7 @@ def server(stack_settings: Settings) -> Iterator[Query]:
 
 @pytest.fixture(scope="module")
 def chdb_session() -> Iterator[Query]:
-    chdb_session_module = pytest.importorskip("chdb.session")
-    session = chdb_session_module.Session()
+    session = chdb.session.Session()
     db = f"analytics_{uuid.uuid4().hex[:8]}"
     session.query(f"CREATE DATABASE IF NOT EXISTS {db}")
 
@@ -168,3 +160,7 @@ def test_latest_config_reflects_the_last_version_of_each_agent(server: Query) ->
     assert [(r[0], r[1], r[2], r[4]) for r in final] == [(r[0], r[1], r[2], r[4]) for r in latest]
     per_day = server(QUERIES["events per type per day"])
     assert sum(int(r[2]) for r in per_day) == len(sample_envelopes()) == 11
+
+
+def test_the_analytics_doc_holds_the_example_queries() -> None:
+    assert len(QUERIES) >= 6 and all("SELECT" in q and "{db}." in q for q in QUERIES.values())

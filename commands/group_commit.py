@@ -1,0 +1,107 @@
+"""Group commit: concurrent commands share one event-store transaction (DESIGN §8).
+
+eventsourcing's PostgreSQL recorder locks the events table from insert to commit, so one
+application commits one transaction at a time and each commit waits for its WAL flush. Saving
+every pending command of that moment in a single transaction turns N flushes into one.
+
+Leader/follower, no extra thread: the first caller that finds no batch in flight becomes the
+leader and saves everything queued, in batches, until the queue is empty; the others wait for
+their own outcome. When a batch fails on a conflict (an optimistic-concurrency clash or a
+replayed idempotency key), the leader saves its commands one by one so that each caller gets
+its own answer and nobody pays for another's conflict.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from commands.idempotency import IdempotencyRecord
+
+SaveFn = Callable[..., list[Any]]  # Application.save(*events, idempotency=[...]) -> recordings
+
+
+@dataclass
+class _Pending:
+    events: Sequence[Any]
+    records: list[IdempotencyRecord]
+    done: threading.Event = field(default_factory=threading.Event)
+    position: int | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    def __init__(self, save: SaveFn, max_batch: int = 500) -> None:
+        self._save = save
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._leading = False
+
+    def commit(self, events: Sequence[Any], record: IdempotencyRecord | None = None) -> int | None:
+        """Save ``events`` (one command's) and return the position of the last one."""
+        pending = _Pending(events, [record] if record else [])
+        with self._lock:
+            self._queue.append(pending)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        if lead:
+            self._lead()
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.position
+
+    def _lead(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: len(batch)]
+                if not batch:
+                    self._leading = False
+                    return
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            if len(batch) == 1:
+                self._commit_one(batch[0])
+                return
+            events = [e for p in batch for e in p.events]
+            records = [r for p in batch for r in p.records]
+            try:
+                recordings = self._save(*events, idempotency=records)
+            except IntegrityError:
+                for pending in batch:
+                    self._commit_one(pending)
+                return
+            self._settle(batch, recordings)
+        except BaseException as exc:  # noqa: BLE001 - every waiter must learn the outcome
+            for pending in batch:
+                if not pending.done.is_set():
+                    pending.error = exc
+                    pending.done.set()
+
+    def _commit_one(self, pending: _Pending) -> None:
+        try:
+            recordings = self._save(*pending.events, idempotency=pending.records)
+        except IntegrityError as exc:
+            pending.error = exc
+            pending.done.set()
+            return
+        self._settle([pending], recordings)
+
+    @staticmethod
+    def _settle(batch: list[_Pending], recordings: list[Any]) -> None:
+        position_of = {id(r.domain_event): r.notification.id for r in recordings}
+        for pending in batch:
+            pending.position = max(
+                (position_of[id(e)] for e in pending.events if id(e) in position_of),
+                default=None,
+            )
+            pending.done.set()

@@ -22,9 +22,8 @@ from infra.stack.common import (
 from infra.stack.system import (
     apt_install,
     check_reachable,
-    ensure_system_user,
     make_dirs,
-    relocate_if_unreachable,
+    prepare_service_root,
     render,
     write_if_changed,
 )
@@ -166,11 +165,7 @@ def query_error(settings: Settings, query: str = "SELECT version()") -> str | No
 
 def up(settings: Settings, echo: Echo) -> None:
     argv = ensure_installed(echo)
-    user = settings.stack.system_user
-    ensure_system_user(user, echo)
-    p = paths(settings)
-    make_dirs(None, settings.stack.root, mode=0o755)
-    relocate_if_unreachable(p.base, user, echo)
+    user = prepare_service_root(settings, paths(settings).base, echo)
     p = paths(settings)
     make_dirs(user, p.base, p.etc, p.data, p.logs)
     check_reachable(p.data, user, NAME)

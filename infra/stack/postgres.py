@@ -22,9 +22,8 @@ from infra.stack.common import (
 from infra.stack.system import (
     apt_install,
     check_reachable,
-    ensure_system_user,
     make_dirs,
-    relocate_if_unreachable,
+    prepare_service_root,
     write_if_changed,
 )
 
@@ -127,11 +126,7 @@ def _initdb(bindir: Path, p: Paths, user: str, echo: Echo) -> None:
 
 def up(settings: Settings, echo: Echo) -> None:
     bindir = ensure_installed(echo)
-    user = settings.stack.system_user
-    ensure_system_user(user, echo)
-    p = paths(settings)
-    make_dirs(None, settings.stack.root, mode=0o755)
-    relocate_if_unreachable(p.base, user, echo)
+    user = prepare_service_root(settings, paths(settings).base, echo)
     p = paths(settings)
     make_dirs(user, p.base, p.logs, p.sock)
     make_dirs(user, p.data, mode=0o700)

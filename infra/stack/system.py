@@ -9,8 +9,12 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from infra.stack.common import TEMPLATES, Echo, StackError, fail, run
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 
 def ensure_system_user(name: str, echo: Echo) -> None:
@@ -105,24 +109,28 @@ def relocate_if_unreachable(base: Path, user: str, echo: Echo) -> None:
     )
 
 
+def prepare_service_root(settings: Settings, base: Path, echo: Echo) -> str:
+    """The system user exists, the stack root exists, and ``base`` (a service's folder) is
+    somewhere that user can enter. Returns the user's name."""
+    user = settings.stack.system_user
+    ensure_system_user(user, echo)
+    make_dirs(None, settings.stack.root, mode=0o755)
+    relocate_if_unreachable(base, user, echo)
+    return user
+
+
 def check_reachable(path: Path, user: str, service: str) -> None:
     """Fail clearly if ``user`` cannot reach ``path`` (e.g. the checkout lives under /root)."""
     if os.geteuid() != 0:
         return
-    entry = pwd.getpwnam(user)
-    for parent in reversed(path.resolve().parents):
-        st = parent.stat()
-        if st.st_uid == entry.pw_uid:
-            continue
-        other_x = st.st_mode & 0o001
-        group_x = st.st_mode & 0o010 and st.st_gid == entry.pw_gid
-        if not (other_x or group_x):
-            fail(
-                service,
-                f"system user {user!r} cannot enter {parent} (mode "
-                f"{oct(st.st_mode & 0o777)}); set VOXAGENT_STACK__ROOT to a folder "
-                "it can reach, e.g. /var/tmp/voxagent-stack",
-            )
+    parent = _unreachable_parent(path, user)
+    if parent is not None:
+        fail(
+            service,
+            f"system user {user!r} cannot enter {parent} (mode "
+            f"{oct(parent.stat().st_mode & 0o777)}); set VOXAGENT_STACK__ROOT to a folder "
+            "it can reach, e.g. /var/tmp/voxagent-stack",
+        )
 
 
 def write_if_changed(path: Path, text: str, owner: str | None = None, mode: int = 0o644) -> bool:

@@ -34,7 +34,6 @@ pytestmark = pytest.mark.integration
 Query = Callable[[str], list[tuple[str, ...]]]
 
 
-
 def documented_queries() -> dict[str, str]:
     """The example queries of docs/analytics.md (``-- name:`` blocks), the database name
     replaced by a placeholder so each engine runs them in its own database."""

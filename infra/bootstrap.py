@@ -13,6 +13,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
+from commands.calls import CallsApplication
 from infra.settings import Settings
 
 RECORDER_TOPIC = "adapters.postgres.recorder:IdempotentPostgresRecorder"
@@ -48,6 +49,16 @@ class Container:
         if "agents" in self.overrides:
             return self.overrides["agents"]
         return AgentsApplication(env=eventsourcing_env(self.settings))
+
+    @cached_property
+    def calls(self) -> CallsApplication:
+        """The calls write side; it checks new calls' agents through ``agents`` (lazily)."""
+        if "calls" in self.overrides:
+            return self.overrides["calls"]
+        return CallsApplication(
+            env=eventsourcing_env(self.settings),
+            agent_lookup=lambda actor, agent_id: self.agents.get_agent(actor, agent_id),
+        )
 
     @cached_property
     def pool(self) -> ConnectionPool:
@@ -87,6 +98,8 @@ class Container:
             self.pool.close()
         if "agents" in self.__dict__ and "agents" not in self.overrides:
             self.agents.close()
+        if "calls" in self.__dict__ and "calls" not in self.overrides:
+            self.calls.close()
 
 
 def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:

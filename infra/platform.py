@@ -1,5 +1,6 @@
-"""``voxagent up`` / ``down``: run the platform's processes (dev issuer, API, relay, projectors)
-in the background on top of the local stack, with pid files and logs under ``.stack/run``."""
+"""``voxagent up`` / ``down``: run the platform's processes (dev issuer, API, relay, projectors,
+ingest) in the background on top of the local stack, with pid files and logs under
+``.stack/run``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from infra.settings import REPO_ROOT, Settings
 from infra.stack.common import pid_alive, read_pid, spawn, stop_pid, tail
 
-PROCESSES = ("dev-issuer", "api", "relay", "projector")
+PROCESSES = ("dev-issuer", "api", "relay", "projector", "ingest")
 
 
 def _run_dir(settings: Settings) -> Path:

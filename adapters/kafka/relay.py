@@ -4,8 +4,9 @@ Each round reads a batch of notifications after the position stored in ``relay_p
 produces their envelopes (DESIGN §3; key = aggregate id) with the idempotent producer, waits
 until the broker acknowledged every one, and only then stores the last notification id. A crash
 anywhere re-publishes part of a batch (same ``event_id``, same bytes) and never loses an event.
-When caught up it sleeps on ``LISTEN <recorder.channel_name>`` (``agents_events``: eventsourcing
-NOTIFYs it on every insert), with a short timeout in case a notification is lost.
+When caught up it sleeps on ``LISTEN <recorder.channel_name>`` (``agents_events``,
+``calls_events``: eventsourcing NOTIFYs it on every insert), with a short timeout in case a
+notification is lost. ``run_relay`` runs one Relay per application, each in its own thread.
 """
 
 from __future__ import annotations
@@ -287,14 +288,27 @@ class Relay:
 
 
 def run_relay(container: Any, stop: threading.Event | None = None) -> None:
-    """Entry point of ``voxagent relay``: create the topics, then relay the agents application
+    """Entry point of ``voxagent relay``: create the topics, then relay every application
+    (``agents``, ``calls``), each in a thread of its own with its own ``relay_positions`` row,
     until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT). Migrates nothing."""
     stop = stop or threading.Event()
     settings: Settings = container.settings
     if not ensure_topics_when_ready(settings, domain_topics(settings), stop):
         return
-    relay = Relay(container.agents, container.pool, settings)
+    relays = [Relay(app, container.pool, settings) for app in (container.agents, container.calls)]
+    threads = [
+        threading.Thread(target=r.run_forever, args=(stop,), name=f"relay-{r.name}", daemon=True)
+        for r in relays
+    ]
     try:
-        relay.run_forever(stop)
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(0.5)  # short joins: the main thread keeps taking signals
     finally:
-        relay.close()
+        stop.set()
+        for thread in threads:
+            thread.join(10.0)
+        for relay in relays:
+            relay.close()

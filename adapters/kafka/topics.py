@@ -25,14 +25,29 @@ log = logging.getLogger(__name__)
 DLQ_SUFFIX = ".dlq"
 
 
-def domain_topics(settings: Settings, aggregates: Iterable[str] = ("agent",)) -> list[str]:
-    """The topic of each aggregate's bounded context and its dead-letter topic.
+INGRESS = ("worker", "provider")
 
-    ``domain_topics(settings)`` -> ``["voxagent.agents.v1", "voxagent.agents.v1.dlq"]``.
+
+def ingress_topics(settings: Settings) -> list[str]:
+    """Where signals arrive (docs/signals.md): ``<prefix>.ingress.worker.v1`` and
+    ``<prefix>.ingress.provider.v1``."""
+    return [f"{settings.topic_prefix}.ingress.{source}.v1" for source in INGRESS]
+
+
+def domain_topics(settings: Settings, aggregates: Iterable[str] | None = None) -> list[str]:
+    """Each topic with its dead-letter topic right after it.
+
+    By default: every bounded context's topic (``agents``, ``calls``) and the ingress topics:
+    ``domain_topics(settings)`` -> ``["voxagent.agents.v1", "voxagent.agents.v1.dlq",
+    "voxagent.calls.v1", ..., "voxagent.ingress.provider.v1.dlq"]``. With ``aggregates``,
+    only those aggregates' context topics (``domain_topics(settings, ["agent"])``).
     """
+    topics = [topic_for(f"{a}.created", settings.topic_prefix) for a in aggregates or ()]
+    if aggregates is None:
+        topics = [topic_for(f"{a}.created", settings.topic_prefix) for a in ("agent", "call")]
+        topics += ingress_topics(settings)
     names: list[str] = []
-    for aggregate in aggregates:
-        topic = topic_for(f"{aggregate}.created", settings.topic_prefix)
+    for topic in topics:
         for name in (topic, topic + DLQ_SUFFIX):
             if name not in names:
                 names.append(name)

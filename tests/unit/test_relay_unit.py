@@ -83,6 +83,16 @@ def test_producer_is_idempotent_waits_for_all_replicas_and_batches_from_settings
     assert config["message.timeout.ms"] == 1500
 
 
-def test_domain_topics_are_the_agents_topic_and_its_dead_letters() -> None:
+def test_domain_topics_are_the_context_and_ingress_topics_with_their_dead_letters() -> None:
     settings = Settings().model_copy(update={"topic_prefix": "acme"})
-    assert domain_topics(settings) == ["acme.agents.v1", "acme.agents.v1.dlq"]
+    assert domain_topics(settings) == [
+        "acme.agents.v1",
+        "acme.agents.v1.dlq",
+        "acme.calls.v1",
+        "acme.calls.v1.dlq",
+        "acme.ingress.worker.v1",
+        "acme.ingress.worker.v1.dlq",
+        "acme.ingress.provider.v1",
+        "acme.ingress.provider.v1.dlq",
+    ]
+    assert domain_topics(settings, ["agent"]) == ["acme.agents.v1", "acme.agents.v1.dlq"]

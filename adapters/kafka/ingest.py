@@ -1,0 +1,185 @@
+"""Ingest (DESIGN §4): signals on the ingress topics become commands on the Call aggregate.
+
+One Faust agent reads ``<prefix>.ingress.worker.v1`` and ``<prefix>.ingress.provider.v1`` in
+batches (``take_events``): it decodes and validates every message (``commands.signals``), hands
+the valid signals to ``CallsApplication.apply_signals`` in a thread (one event-store transaction
+per batch, DESIGN §8), and dead-letters what was rejected to ``<ingress topic>.dlq`` with headers
+``dlq.error`` (the code), ``dlq.message`` and ``dlq.source`` (``topic#partition@offset``). The
+body never raises (Faust would acknowledge the batch anyway): infrastructure errors are retried
+with backoff, then signal by signal, and what still fails is dead-lettered as ``ingest_failed``.
+Built by a factory: nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.kafka.topics import DLQ_SUFFIX, ingress_topics
+from commands.call_ingest import SignalOutcome
+from commands.signals import Signal, SignalRejected, parse_signal
+
+log = logging.getLogger(__name__)
+BATCH, WITHIN = 500, 0.05
+ATTEMPTS, BACKOFF = 5, 0.2  # 0.2 + 0.4 + 0.8 + 1.6 s of backoff before signal by signal
+
+Apply = Callable[[list[Signal]], list[SignalOutcome]]
+Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Any]]
+
+
+@dataclass
+class Item:
+    """One Kafka message and the signal it holds."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: bytes | None
+    signal: Signal | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}#{self.partition}@{self.offset}"
+
+
+class Ingest:
+    """The batch handling of the agent, free of Faust: ``apply`` saves, ``send`` dead-letters."""
+
+    def __init__(
+        self, apply: Apply, send: Send, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF
+    ) -> None:
+        self.apply, self.send = apply, send
+        self.attempts, self.backoff = attempts, backoff
+        self.applied = self.duplicates = self.rejected = 0
+        self._last_error = ""
+
+    async def handle(self, messages: Iterable[Any]) -> None:
+        """Handle one batch of messages (objects with topic, partition, offset, key, value)."""
+        try:
+            await self._handle(messages)
+        except Exception:  # noqa: BLE001 - never out of the agent: Faust would ack and go on
+            log.exception("ingest: a batch failed unexpectedly")
+
+    async def _handle(self, messages: Iterable[Any]) -> None:
+        items: list[Item] = []
+        for m in messages:
+            item = Item(m.topic, m.partition, m.offset, m.key, m.value)
+            try:
+                item.signal = parse_signal(item.raw)
+            except SignalRejected as exc:
+                await self.dead_letter(item, exc.code, exc.message)
+                continue
+            items.append(item)
+        if not items:
+            return
+        outcomes = await self._apply([i for i in items if i.signal is not None])
+        if outcomes is None:  # lasting failure: signal by signal, so only the culprits fail
+            for item in items:
+                one = await self._apply([item], attempts=1)
+                if one is None:
+                    await self.dead_letter(item, "ingest_failed", self._last_error)
+                else:
+                    await self._settle([item], one)
+            return
+        await self._settle(items, outcomes)
+
+    async def _settle(self, items: list[Item], outcomes: list[SignalOutcome]) -> None:
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.status == "applied":
+                self.applied += 1
+            elif outcome.status == "duplicate":
+                self.duplicates += 1
+            else:
+                await self.dead_letter(item, outcome.code or "rejected", outcome.message or "")
+
+    async def _apply(
+        self, items: list[Item], attempts: int | None = None
+    ) -> list[SignalOutcome] | None:
+        signals = [i.signal for i in items if i.signal is not None]
+        attempts = attempts or self.attempts
+        for attempt in range(attempts):
+            try:
+                return await asyncio.to_thread(self.apply, signals)
+            except Exception as exc:  # noqa: BLE001 - database trouble may be transient
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("ingest: attempt %d of %d signals failed: %r", attempt + 1,
+                            len(signals), exc)  # fmt: skip
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(self.backoff * 2**attempt)
+        return None
+
+    async def dead_letter(self, item: Item, code: str, message: str) -> None:
+        self.rejected += 1
+        dlq = item.topic + DLQ_SUFFIX
+        log.info("ingest: %s -> %s: %s: %s", item.source, dlq, code, message)
+        headers = [
+            ("dlq.error", code.encode()),
+            ("dlq.message", message[:2000].encode("utf-8", "replace")),
+            ("dlq.source", item.source.encode()),
+        ]
+        if item.signal is not None:
+            headers.append(("dlq.signal_id", item.signal.signal_id.encode()))
+        try:
+            await self.send(dlq, item.key, item.raw, headers)
+        except Exception:  # noqa: BLE001 - logged with the message's coordinates
+            log.exception("ingest: could not dead-letter %s", item.source)
+
+
+def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
+    """A fresh Faust app whose agent ingests both ingress topics into ``container.calls``."""
+    import faust
+
+    settings = container.settings
+    name = app_id or f"{settings.topic_prefix}-ingest"
+    datadir = Path(tempfile.gettempdir()) / "voxagent-faust" / name
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    brokers = [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",") if h.strip()]
+    app = faust.App(
+        name,
+        broker=brokers,
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        stream_wait_empty=False,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        datadir=str(datadir),
+        broker_commit_interval=1.0,
+        broker_session_timeout=10.0,
+        producer_acks=-1,
+    )
+    topic = app.topic(*ingress_topics(settings), value_type=bytes, key_type=bytes)
+
+    async def send(dlq: str, key: bytes | None, value: bytes | None, headers: Any) -> Any:
+        return await app.producer.send_and_wait(dlq, key, value, None, None, headers)
+
+    ingest = Ingest(lambda signals: container.calls.apply_signals(signals), send)
+
+    @app.agent(topic, name=f"{name}.signals")
+    async def signals(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=WITHIN):
+            await ingest.handle([event.message for event in events])
+
+    return app
+
+
+def run_ingest(container: Any, *, loglevel: str | None = None) -> None:
+    """Run the ingest Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
+    import faust
+
+    app = build_ingest_app(container)
+    worker = faust.Worker(
+        app, loglevel=(loglevel or container.settings.log_level).lower(), redirect_stdouts=False
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:
+        container.close()

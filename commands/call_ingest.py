@@ -1,0 +1,163 @@
+"""Signals -> Call aggregate methods: how one call takes a sequence of signals (pure).
+
+``apply_to_call`` applies a call's signals in order to its (possibly not yet existing) aggregate
+and tells, per signal, whether it was applied, a duplicate (changed nothing) or rejected with a
+stable code. The Calls application loads, calls this, and saves (``CallsApplication``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from commands.signals import (
+    CallEndedSignal,
+    CallInitiatedSignal,
+    CallStartedSignal,
+    Signal,
+    ToolInvokedSignal,
+    TranscriptSignal,
+    TransferCompletedSignal,
+    TransferRequestedSignal,
+    TurnMetricsSignal,
+    UsageSignal,
+)
+from domain.calls import Call
+from domain.errors import DomainError
+
+Status = Literal["applied", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True)
+class SignalOutcome:
+    """What became of one signal. ``code``/``message`` are set when it was rejected."""
+
+    signal_id: str
+    call_id: UUID
+    status: Status
+    code: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def of(
+        cls, signal: Signal, status: Status, code: str | None = None, message: str | None = None
+    ) -> SignalOutcome:
+        return cls(signal.signal_id, signal.call_id, status, code, message)
+
+
+def initiate(s: CallInitiatedSignal) -> Call:
+    return Call.initiate(
+        call_id=s.call_id,
+        space_id=s.space_id,
+        agent_id=str(s.agent_id),
+        agent_config_version=s.agent_config_version,
+        direction=s.direction,
+        channel=s.channel,
+        from_number=s.from_number,
+        to_number=s.to_number,
+        room_name=s.room_name,
+        at=s.at,
+        signal_id=s.signal_id,
+    )
+
+
+def apply_signal(call: Call, s: Signal) -> bool:
+    """Call the aggregate method of ``s``; False when it changed nothing. Raises DomainError."""
+    sid, at = s.signal_id, s.at
+    if isinstance(s, CallStartedSignal):
+        return call.start(at=at, signal_id=sid)
+    if isinstance(s, TranscriptSignal):
+        return call.add_transcript(
+            turn_id=s.turn_id,
+            speaker=s.speaker,
+            text=s.text,
+            start_ms=s.start_ms,
+            end_ms=s.end_ms,
+            at=at,
+            signal_id=sid,
+        )
+    if isinstance(s, ToolInvokedSignal):
+        return call.invoke_tool(
+            turn_id=s.turn_id,
+            name=s.name,
+            arguments=s.arguments,
+            result=s.result,
+            error=s.error,
+            status=s.status,
+            latency_ms=s.latency_ms,
+            at=at,
+            signal_id=sid,
+        )
+    if isinstance(s, TransferRequestedSignal):
+        return call.request_transfer(mode=s.mode, target=s.target, at=at, signal_id=sid)
+    if isinstance(s, TransferCompletedSignal):
+        return call.complete_transfer(succeeded=s.succeeded, at=at, signal_id=sid)
+    if isinstance(s, UsageSignal):
+        return call.record_usage(
+            provider=s.provider,
+            model=s.model,
+            kind=s.kind,
+            quantity=s.quantity,
+            at=at,
+            signal_id=sid,
+        )
+    if isinstance(s, TurnMetricsSignal):
+        return call.record_turn_metrics(
+            turn_id=s.turn_id,
+            end_of_speech_to_first_audio_ms=s.end_of_speech_to_first_audio_ms,
+            stt_final_ms=s.stt_final_ms,
+            llm_first_token_ms=s.llm_first_token_ms,
+            tts_first_byte_ms=s.tts_first_byte_ms,
+            at=at,
+            signal_id=sid,
+        )
+    if isinstance(s, CallEndedSignal):
+        return call.end(reason=s.reason, duration_ms=s.duration_ms, at=at, signal_id=sid)
+    raise TypeError(f"no handler for signal type {s.type!r}")  # pragma: no cover
+
+
+def apply_to_call(
+    call: Call | None, signals: list[Signal]
+) -> tuple[Call | None, list[SignalOutcome]]:
+    """Apply ``signals`` (all for one call, in order) to ``call`` (None: not created yet)."""
+    outcomes: list[SignalOutcome] = []
+    for s in signals:
+        if call is None:
+            if not isinstance(s, CallInitiatedSignal):
+                outcomes.append(
+                    SignalOutcome.of(
+                        s,
+                        "rejected",
+                        "unknown_call",
+                        f"call {s.call_id} is unknown: no call.initiated signal was applied for it",
+                    )
+                )
+                continue
+            try:
+                call = initiate(s)
+            except DomainError as exc:
+                outcomes.append(SignalOutcome.of(s, "rejected", exc.code, exc.message))
+                continue
+            outcomes.append(SignalOutcome.of(s, "applied"))
+            continue
+        outcomes.append(_apply_existing(call, s))
+    return call, outcomes
+
+
+def _apply_existing(call: Call, s: Signal) -> SignalOutcome:
+    if s.space_id != call.space_id:
+        return SignalOutcome.of(
+            s, "rejected", "space_mismatch", f"call {s.call_id} belongs to another space"
+        )
+    if call.seen(s.signal_id):
+        return SignalOutcome.of(s, "duplicate")
+    if isinstance(s, CallInitiatedSignal):
+        return SignalOutcome.of(
+            s, "rejected", "call_exists", f"call {s.call_id} was already initiated"
+        )
+    try:
+        changed = apply_signal(call, s)
+    except DomainError as exc:
+        return SignalOutcome.of(s, "rejected", exc.code, exc.message)
+    return SignalOutcome.of(s, "applied" if changed else "duplicate")

@@ -1,0 +1,308 @@
+"""Write side of calls: one eventsourcing Application ("calls"), one method per command, and the
+batch path that ingest drives with worker and provider signals.
+
+A command loads the call, checks that the caller's space owns it, calls one aggregate method,
+saves through the group commit and returns ``Result(id, version, position, call)``. The batch
+path (``apply_signals``) loads each call of a batch once, applies its signals in order and saves
+every touched call in one transaction (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from pydantic import BaseModel, Field
+
+from commands.agents import Actor, ConcurrentModification
+from commands.call_ingest import SignalOutcome, apply_to_call
+from commands.group_commit import GroupCommit
+from commands.signals import (
+    Channel,
+    Direction,
+    Signal,
+    Speaker,
+    TransferMode,
+    UsageKind,
+    iso_ms,
+)
+from commands.writes import IdempotentWrites, Written
+from domain.agents import VoiceAgent
+from domain.calls import Call
+
+__all__ = ["Actor", "CallsApplication", "Result", "SignalOutcome"]
+AgentLookup = Callable[[Actor, UUID], VoiceAgent]
+SAVE_ATTEMPTS = 3  # per call, when the batch save met a concurrent writer
+
+
+class CallNotFound(Exception):
+    code = "call_not_found"
+
+
+class _CallCommand(BaseModel):
+    call_id: UUID
+    at: datetime | None = None  # when it happened; now when not given
+
+
+class InitiateCall(BaseModel):
+    agent_id: UUID
+    direction: Direction
+    channel: Channel
+    room_name: str | None = Field(None, min_length=1, max_length=256)
+    from_number: str | None = Field(None, max_length=64)
+    to_number: str | None = Field(None, max_length=64)
+    call_id: UUID | None = None
+    at: datetime | None = None
+
+
+class StartCall(_CallCommand):
+    pass
+
+
+class AddTranscript(_CallCommand):
+    turn_id: str = Field(min_length=1, max_length=256)
+    speaker: Speaker
+    text: str = Field(max_length=20_000)
+    start_ms: int = Field(ge=0)
+    end_ms: int = Field(ge=0)
+
+
+class RequestTransfer(_CallCommand):
+    mode: TransferMode
+    target: str = Field(min_length=1, max_length=256)
+
+
+class EndCall(_CallCommand):
+    reason: str = Field("completed", min_length=1, max_length=256)
+    duration_ms: int | None = Field(None, ge=0)  # from answer (or initiation) to ``at`` if None
+
+
+class RecordUsage(_CallCommand):
+    provider: str = Field(min_length=1, max_length=256)
+    model: str = Field(min_length=1, max_length=256)
+    kind: UsageKind
+    quantity: float = Field(ge=0, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class Result:
+    id: UUID
+    version: int
+    position: int | None
+    call: Call | None = None
+    replayed: bool = False
+
+    @classmethod
+    def of(cls, written: Written) -> Result:
+        w = written
+        return cls(w.id, w.version, w.position, w.aggregate, w.replayed)
+
+
+class CallsApplication(Application[UUID]):
+    name = "calls"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        agent_lookup: AgentLookup | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__(env)
+        self._agent_lookup = agent_lookup
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._group_commit = GroupCommit(self.save)
+        self._writes = IdempotentWrites(self, self._group_commit, _conflict)
+
+    # -- commands -------------------------------------------------------------------------
+    def initiate_call(
+        self, actor: Actor, cmd: InitiateCall, idempotency_key: str | None = None
+    ) -> Result:
+        payload = cmd.model_dump(mode="json")
+        replay = self._writes.replay(actor.space_id, idempotency_key, "initiate_call", payload)
+        if replay:
+            return Result.of(replay)
+        if self._agent_lookup is None:
+            raise RuntimeError("CallsApplication needs agent_lookup to initiate calls")
+        agent = self._agent_lookup(actor, cmd.agent_id)  # AgentNotFound outside the space
+        agent.ensure_accepts_calls()
+        call_id = cmd.call_id or uuid4()
+        call = Call.initiate(
+            call_id=call_id,
+            space_id=actor.space_id,
+            agent_id=str(agent.id),
+            agent_config_version=agent.config_version,
+            direction=cmd.direction,
+            channel=cmd.channel,
+            room_name=cmd.room_name or f"call-{call_id}",
+            from_number=cmd.from_number,
+            to_number=cmd.to_number,
+            at=self._at(cmd.at),
+        )
+        written = self._writes.save(actor.space_id, call, idempotency_key, "initiate_call", payload)
+        return Result.of(written)
+
+    def start_call(
+        self, actor: Actor, cmd: StartCall, idempotency_key: str | None = None
+    ) -> Result:
+        return self._command(
+            actor, cmd, idempotency_key, "start_call", lambda c: c.start(at=self._at(cmd.at))
+        )
+
+    def add_transcript(
+        self, actor: Actor, cmd: AddTranscript, idempotency_key: str | None = None
+    ) -> Result:
+        def apply(call: Call) -> bool:
+            return call.add_transcript(
+                turn_id=cmd.turn_id,
+                speaker=cmd.speaker,
+                text=cmd.text,
+                start_ms=cmd.start_ms,
+                end_ms=cmd.end_ms,
+                at=self._at(cmd.at),
+            )
+
+        return self._command(actor, cmd, idempotency_key, "add_transcript", apply)
+
+    def request_transfer(
+        self, actor: Actor, cmd: RequestTransfer, idempotency_key: str | None = None
+    ) -> Result:
+        def apply(call: Call) -> bool:
+            return call.request_transfer(mode=cmd.mode, target=cmd.target, at=self._at(cmd.at))
+
+        return self._command(actor, cmd, idempotency_key, "request_transfer", apply)
+
+    def end_call(self, actor: Actor, cmd: EndCall, idempotency_key: str | None = None) -> Result:
+        def apply(call: Call) -> bool:
+            at = self._at(cmd.at)
+            duration = cmd.duration_ms
+            if duration is None:
+                since = call.started_at or call.initiated_at
+                duration = max(0, _ms_between(since, at))
+            return call.end(reason=cmd.reason, duration_ms=duration, at=at)
+
+        return self._command(actor, cmd, idempotency_key, "end_call", apply)
+
+    def record_usage(
+        self, actor: Actor, cmd: RecordUsage, idempotency_key: str | None = None
+    ) -> Result:
+        def apply(call: Call) -> bool:
+            return call.record_usage(
+                provider=cmd.provider,
+                model=cmd.model,
+                kind=cmd.kind,
+                quantity=cmd.quantity,
+                at=self._at(cmd.at),
+            )
+
+        return self._command(actor, cmd, idempotency_key, "record_usage", apply)
+
+    # -- queries on the write model -------------------------------------------------------
+    def find_call(self, actor: Actor, call_id: UUID) -> Call:
+        """The call now, if the caller's space owns it; else ``CallNotFound``."""
+        call = self._load(call_id)
+        if call is None or call.space_id != actor.space_id:
+            raise CallNotFound(f"call {call_id} not found")
+        return call
+
+    # -- the batch path of ingest ---------------------------------------------------------
+    def apply_signals(self, signals: list[Signal]) -> list[SignalOutcome]:
+        """Apply a batch of signals; one outcome per signal, in the same order.
+
+        Each call is loaded once and takes its signals in batch order; every touched call is
+        saved in ONE transaction. When that transaction meets a concurrent writer, the touched
+        calls are reloaded and saved one by one (raises ``ConcurrentModification`` when one still
+        conflicts after a few attempts: the whole batch may then be retried, as duplicates are
+        no-ops).
+        """
+        groups: dict[UUID, list[int]] = {}
+        for index, s in enumerate(signals):
+            groups.setdefault(s.call_id, []).append(index)
+        outcomes: list[SignalOutcome | None] = [None] * len(signals)
+        touched: list[list[int]] = []
+        events: list[Any] = []
+        for call_id, indexes in groups.items():
+            pending = self._apply(call_id, indexes, signals, outcomes)
+            if pending:
+                touched.append(indexes)
+                events.extend(pending)
+        if events:
+            try:
+                self._group_commit.commit(events)
+            except IntegrityError:
+                for indexes in touched:
+                    self._save_alone(indexes, signals, outcomes)
+        return [o for o in outcomes if o is not None]
+
+    def _apply(
+        self,
+        call_id: UUID,
+        indexes: list[int],
+        signals: list[Signal],
+        outcomes: list[SignalOutcome | None],
+    ) -> list[Any]:
+        """Apply the signals at ``indexes`` to a freshly loaded call; its pending events."""
+        call, results = apply_to_call(self._load(call_id), [signals[i] for i in indexes])
+        for index, outcome in zip(indexes, results, strict=True):
+            outcomes[index] = outcome
+        return list(call.collect_events()) if call is not None else []
+
+    def _save_alone(
+        self, indexes: list[int], signals: list[Signal], outcomes: list[SignalOutcome | None]
+    ) -> None:
+        call_id = signals[indexes[0]].call_id
+        for _ in range(SAVE_ATTEMPTS):
+            pending = self._apply(call_id, indexes, signals, outcomes)
+            if not pending:
+                return
+            try:
+                self._group_commit.commit(pending)
+                return
+            except IntegrityError:
+                continue
+        raise ConcurrentModification(f"call {call_id} keeps changing concurrently; retry")
+
+    # -- helpers --------------------------------------------------------------------------
+    def _command(
+        self,
+        actor: Actor,
+        cmd: _CallCommand,
+        key: str | None,
+        command: str,
+        apply: Callable[[Call], bool],
+    ) -> Result:
+        payload = cmd.model_dump(mode="json")
+        replay = self._writes.replay(actor.space_id, key, command, payload)
+        if replay:
+            return Result.of(replay)
+        call = self.find_call(actor, cmd.call_id)
+        if not apply(call):
+            return Result.of(self._writes.unchanged(call))
+        return Result.of(self._writes.save(actor.space_id, call, key, command, payload))
+
+    def _load(self, call_id: UUID) -> Call | None:
+        try:
+            call: Call = self.repository.get(call_id)
+        except AggregateNotFoundError:
+            return None
+        return call
+
+    def _at(self, at: datetime | None) -> str:
+        moment = at or self._clock()
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return iso_ms(moment)
+
+
+def _conflict(call: Any) -> Exception:
+    return ConcurrentModification(f"call {call.id} was changed concurrently; reload it and retry")
+
+
+def _ms_between(start: str, end: str) -> int:
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return int(delta.total_seconds() * 1000)

@@ -1,0 +1,216 @@
+"""Call-lifecycle signals: what the agent worker and the provider webhooks report about a call.
+
+A signal is a JSON object on an ingress topic (``docs/signals.md``). Every signal carries the
+common envelope (``signal_id``: the dedupe key, ``type``, ``space_id``, ``call_id``, ``at``,
+``source``, ``schema_version``) and the fields of its kind; ``type`` selects the kind. Unknown
+extra fields are ignored so that producers may add optional fields without breaking ingest.
+``parse_signal`` turns raw bytes into a model or raises ``SignalRejected`` with a stable code.
+No Kafka types here: ingest hands bytes in, the Calls application takes models.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+SCHEMA_VERSION: Literal[1] = 1
+Direction = Literal["inbound", "outbound", "web"]
+Channel = Literal["web", "twilio_sip", "twilio_media_streams", "voximplant"]
+Speaker = Literal["user", "agent"]
+ToolStatus = Literal["ok", "error", "timeout", "refused"]
+TransferMode = Literal["warm", "cold"]
+UsageKind = Literal[
+    "stt_seconds", "llm_input_tokens", "llm_output_tokens", "tts_characters", "telephony_seconds"
+]
+Millis = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class SignalRejected(Exception):
+    """A message that is not a valid signal: ``code`` is stable, ``message`` says what is wrong."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def iso_ms(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class _Signal(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    signal_id: str = Field(min_length=1, max_length=200)
+    space_id: str = Field(min_length=1, max_length=128)
+    call_id: UUID
+    at: str
+    source: Literal["worker", "provider", "simulator"]
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _utc_ms(cls, value: Any) -> str:
+        """Any ISO 8601 moment with a UTC offset, normalised to ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+        if isinstance(value, datetime):
+            moment = value
+        elif isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"not an ISO 8601 date-time: {value!r}") from None
+        else:
+            raise ValueError("must be an ISO 8601 date-time string")
+        if moment.tzinfo is None:
+            raise ValueError("needs a UTC offset (e.g. 2026-01-31T12:00:00.000Z)")
+        return iso_ms(moment)
+
+
+class CallInitiatedSignal(_Signal):
+    type: Literal["call.initiated"] = "call.initiated"
+    agent_id: UUID
+    agent_config_version: int = Field(ge=1)
+    direction: Direction
+    channel: Channel
+    from_number: str | None = Field(None, max_length=64)
+    to_number: str | None = Field(None, max_length=64)
+    room_name: Name
+
+
+class CallStartedSignal(_Signal):
+    type: Literal["call.started"] = "call.started"
+
+
+class TranscriptSignal(_Signal):
+    type: Literal["call.transcript"] = "call.transcript"
+    turn_id: Name
+    speaker: Speaker
+    text: str = Field(max_length=20_000)
+    start_ms: Millis
+    end_ms: Millis
+
+
+class ToolInvokedSignal(_Signal):
+    type: Literal["call.tool_invoked"] = "call.tool_invoked"
+    turn_id: str | None = None
+    name: Name
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    status: ToolStatus
+    latency_ms: Millis
+
+
+class TransferRequestedSignal(_Signal):
+    type: Literal["call.transfer_requested"] = "call.transfer_requested"
+    mode: TransferMode
+    target: Name
+
+
+class TransferCompletedSignal(_Signal):
+    type: Literal["call.transfer_completed"] = "call.transfer_completed"
+    succeeded: bool
+
+
+class UsageSignal(_Signal):
+    type: Literal["call.usage"] = "call.usage"
+    provider: Name
+    model: Name
+    kind: UsageKind
+    quantity: float = Field(ge=0, allow_inf_nan=False)
+
+
+class TurnMetricsSignal(_Signal):
+    type: Literal["call.turn_metrics"] = "call.turn_metrics"
+    turn_id: Name
+    end_of_speech_to_first_audio_ms: Millis | None = None
+    stt_final_ms: Millis | None = None
+    llm_first_token_ms: Millis | None = None
+    tts_first_byte_ms: Millis | None = None
+
+
+class CallEndedSignal(_Signal):
+    type: Literal["call.ended"] = "call.ended"
+    reason: Name
+    duration_ms: Millis
+
+
+Signal = Annotated[
+    CallInitiatedSignal
+    | CallStartedSignal
+    | TranscriptSignal
+    | ToolInvokedSignal
+    | TransferRequestedSignal
+    | TransferCompletedSignal
+    | UsageSignal
+    | TurnMetricsSignal
+    | CallEndedSignal,
+    Field(discriminator="type"),
+]
+SIGNAL_TYPES = (
+    "call.initiated",
+    "call.started",
+    "call.transcript",
+    "call.tool_invoked",
+    "call.transfer_requested",
+    "call.transfer_completed",
+    "call.usage",
+    "call.turn_metrics",
+    "call.ended",
+)
+
+
+@cache
+def _adapter() -> TypeAdapter[Signal]:
+    return TypeAdapter(Signal)
+
+
+def parse_signal(raw: bytes | str | None) -> Signal:
+    """The signal in ``raw`` (UTF-8 JSON), or ``SignalRejected`` with code ``malformed_json``,
+    ``unknown_signal_type`` or ``invalid_signal``."""
+    if raw is None or raw in (b"", ""):
+        raise SignalRejected("malformed_json", "empty message")
+    try:
+        return _adapter().validate_json(raw)
+    except ValidationError as exc:
+        raise _rejected(exc) from None
+
+
+def validate_signal(data: dict[str, Any]) -> Signal:
+    """Like ``parse_signal`` for an already decoded object."""
+    try:
+        return _adapter().validate_python(data)
+    except ValidationError as exc:
+        raise _rejected(exc) from None
+
+
+def encode_signal(signal: _Signal) -> bytes:
+    """The wire form of a signal: compact UTF-8 JSON."""
+    return signal.model_dump_json().encode()
+
+
+def _rejected(exc: ValidationError) -> SignalRejected:
+    errors = exc.errors(include_url=False)
+    kinds = {e["type"] for e in errors}
+    if "json_invalid" in kinds:
+        return SignalRejected("malformed_json", f"not JSON: {errors[0]['msg']}")
+    if "dict_type" in kinds and any(not e.get("loc") for e in errors):
+        return SignalRejected("malformed_json", "a signal is a JSON object")
+    if "union_tag_not_found" in kinds:
+        return SignalRejected("invalid_signal", "type: required (e.g. 'call.started')")
+    if "union_tag_invalid" in kinds:
+        return SignalRejected(
+            "unknown_signal_type", f"type must be one of {', '.join(SIGNAL_TYPES)}"
+        )
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        where = ".".join(loc[1:] if loc and loc[0] in SIGNAL_TYPES else loc) or "signal"
+        parts.append(f"{where}: {err['msg']}")
+    return SignalRejected("invalid_signal", "; ".join(parts))

@@ -1,0 +1,86 @@
+"""What every command handler does around its one aggregate method, for any aggregate type:
+answer a replayed Idempotency-Key with the first result, and save through the group commit with
+the key's record in the same transaction (DESIGN §4, §8).
+
+``commands/agents.py`` predates this module and has the same logic inline; new applications
+(calls, ...) use ``IdempotentWrites``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError
+
+from commands.group_commit import GroupCommit
+from commands.idempotency import IdempotencyKeyReused, IdempotencyRecord, fingerprint
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command wrote (or, ``replayed``, what the first request with its key wrote)."""
+
+    id: UUID
+    version: int
+    position: int | None
+    aggregate: Any
+    replayed: bool = False
+
+
+class IdempotentWrites:
+    def __init__(
+        self,
+        app: Application[UUID],
+        group_commit: GroupCommit,
+        conflict: Callable[[Any], Exception],
+    ) -> None:
+        self.app = app
+        self.group_commit = group_commit
+        self.conflict = conflict  # aggregate -> the error for "changed concurrently"
+
+    def replay(self, space_id: str, key: str | None, command: str, payload: Any) -> Written | None:
+        """The first result of ``key`` in ``space_id``, or None when the key is new."""
+        if key is None:
+            return None
+        recorder: Any = self.app.recorder
+        record = recorder.get_idempotency_record(space_id, key)
+        if record is None:
+            return None
+        if record.command != command or record.fingerprint != fingerprint(command, payload):
+            raise IdempotencyKeyReused(key)
+        aggregate: Any = self.app.repository.get(record.aggregate_id, version=record.version)
+        position = recorder.position_of(record.aggregate_id, record.version)
+        return Written(record.aggregate_id, record.version, position, aggregate, replayed=True)
+
+    def save(
+        self, space_id: str, aggregate: Any, key: str | None, command: str, payload: Any
+    ) -> Written:
+        """Save ``aggregate``'s pending events (and the key's record) in the group commit."""
+        record = None
+        if key is not None:
+            record = IdempotencyRecord(
+                space_id,
+                key,
+                command,
+                fingerprint(command, payload),
+                aggregate.id,
+                aggregate.version,
+            )
+        try:
+            position = self.group_commit.commit(aggregate.collect_events(), record)
+        except IntegrityError:
+            replay = self.replay(space_id, key, command, payload)
+            if replay:
+                return replay
+            raise self.conflict(aggregate) from None
+        return Written(aggregate.id, aggregate.version, position, aggregate)
+
+    def unchanged(self, aggregate: Any) -> Written:
+        """The answer of a command that changed nothing: the current version and position."""
+        recorder: Any = self.app.recorder
+        position = recorder.position_of(aggregate.id, aggregate.version)
+        return Written(aggregate.id, aggregate.version, position, aggregate)

@@ -1,0 +1,495 @@
+"""The Call aggregate: one conversation (VoxArena's "session"), from initiation to its end.
+
+Signals from the agent worker and the telephony providers become commands on a Call; each
+carries a ``signal_id`` and a call remembers the ids it has applied, so a signal seen twice
+changes nothing. Times that matter (answered, spoken, ended) come from the signal (``at``,
+ISO 8601 UTC with milliseconds), not from when ingest ran. Invariants: nothing is added after
+the end; the end happens once; a transfer needs a started call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import DomainError
+
+DIRECTIONS = ("inbound", "outbound", "web")
+CHANNELS = ("web", "twilio_sip", "twilio_media_streams", "voximplant")
+SPEAKERS = ("user", "agent")
+USAGE_KINDS = (
+    "stt_seconds",
+    "llm_input_tokens",
+    "llm_output_tokens",
+    "tts_characters",
+    "telephony_seconds",
+)
+TOOL_STATUSES = ("ok", "error", "timeout", "refused")
+TRANSFER_MODES = ("warm", "cold")
+STATUSES = ("initiated", "in_progress", "transferring", "ended")
+
+
+class CallEnded(DomainError):
+    code = "call_ended"
+
+
+class CallNotStarted(DomainError):
+    code = "call_not_started"
+
+
+class InvalidSignal(DomainError):
+    code = "invalid_signal"
+
+
+def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise InvalidSignal(f"{what} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+class Call(Aggregate):
+    TOPIC = "voxagent.Call"
+
+    class Created(Aggregate.Created):
+        """call.initiated: the aggregate's creation event."""
+
+        TOPIC = "call.initiated"
+        SCHEMA_VERSION = 1
+        space_id: str
+        agent_id: str
+        agent_config_version: int
+        direction: str
+        channel: str
+        from_number: str | None
+        to_number: str | None
+        room_name: str
+        at: str
+        signal_id: str | None
+
+    class Started(Aggregate.Event):
+        TOPIC = "call.started"
+        SCHEMA_VERSION = 1
+        space_id: str
+        at: str
+        signal_id: str | None
+
+    class TranscriptAdded(Aggregate.Event):
+        TOPIC = "call.transcript_added"
+        SCHEMA_VERSION = 1
+        space_id: str
+        turn_id: str
+        speaker: str
+        text: str
+        start_ms: int
+        end_ms: int
+        at: str
+        signal_id: str | None
+
+    class ToolInvoked(Aggregate.Event):
+        TOPIC = "call.tool_invoked"
+        SCHEMA_VERSION = 1
+        space_id: str
+        turn_id: str | None
+        name: str
+        arguments: dict[str, Any]
+        result: Any
+        error: str | None
+        status: str
+        latency_ms: int
+        at: str
+        signal_id: str | None
+
+    class TransferRequested(Aggregate.Event):
+        TOPIC = "call.transfer_requested"
+        SCHEMA_VERSION = 1
+        space_id: str
+        mode: str
+        target: str
+        at: str
+        signal_id: str | None
+
+    class TransferCompleted(Aggregate.Event):
+        TOPIC = "call.transfer_completed"
+        SCHEMA_VERSION = 1
+        space_id: str
+        mode: str
+        target: str
+        succeeded: bool
+        at: str
+        signal_id: str | None
+
+    class UsageRecorded(Aggregate.Event):
+        TOPIC = "call.usage_recorded"
+        SCHEMA_VERSION = 1
+        space_id: str
+        provider: str
+        model: str
+        kind: str
+        quantity: float
+        at: str
+        signal_id: str | None
+
+    class TurnMetricsRecorded(Aggregate.Event):
+        TOPIC = "call.turn_metrics_recorded"
+        SCHEMA_VERSION = 1
+        space_id: str
+        turn_id: str
+        end_of_speech_to_first_audio_ms: int | None
+        stt_final_ms: int | None
+        llm_first_token_ms: int | None
+        tts_first_byte_ms: int | None
+        at: str
+        signal_id: str | None
+
+    class Ended(Aggregate.Event):
+        TOPIC = "call.ended"
+        SCHEMA_VERSION = 1
+        space_id: str
+        reason: str
+        duration_ms: int
+        at: str
+        signal_id: str | None
+
+    @event(Created)
+    def __init__(
+        self,
+        space_id: str,
+        agent_id: str,
+        agent_config_version: int,
+        direction: str,
+        channel: str,
+        from_number: str | None,
+        to_number: str | None,
+        room_name: str,
+        at: str,
+        signal_id: str | None,
+    ) -> None:
+        self.space_id = space_id
+        self.agent_id = agent_id
+        self.agent_config_version = agent_config_version
+        self.direction = direction
+        self.channel = channel
+        self.from_number = from_number
+        self.to_number = to_number
+        self.room_name = room_name
+        self.status = "initiated"
+        self.initiated_at = at
+        self.started_at: str | None = None
+        self.transfer: str | None = None
+        self.ended_at: str | None = None
+        self.end_reason: str | None = None
+        self.duration_ms: int | None = None
+        self.signals: set[str] = {signal_id} if signal_id else set()
+
+    @classmethod
+    def initiate(
+        cls,
+        *,
+        space_id: str,
+        agent_id: str,
+        agent_config_version: int,
+        direction: str,
+        channel: str,
+        room_name: str,
+        at: str,
+        from_number: str | None = None,
+        to_number: str | None = None,
+        signal_id: str | None = None,
+        call_id: Any = None,
+    ) -> Call:
+        _one_of(direction, DIRECTIONS, "direction")
+        _one_of(channel, CHANNELS, "channel")
+        return cls._create(
+            cls.Created,
+            id=call_id,
+            space_id=space_id,
+            agent_id=agent_id,
+            agent_config_version=agent_config_version,
+            direction=direction,
+            channel=channel,
+            from_number=from_number,
+            to_number=to_number,
+            room_name=room_name,
+            at=at,
+            signal_id=signal_id,
+        )
+
+    # -- commands: each returns False when the signal was already applied ------------------
+    def seen(self, signal_id: str | None) -> bool:
+        return signal_id is not None and signal_id in self.signals
+
+    def start(self, at: str, signal_id: str | None = None) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("start")
+        if self.started_at is not None:
+            return False  # answered once; a repeated "started" from another source is harmless
+        self._started(space_id=self.space_id, at=at, signal_id=signal_id)
+        return True
+
+    def add_transcript(
+        self,
+        *,
+        turn_id: str,
+        speaker: str,
+        text: str,
+        start_ms: int,
+        end_ms: int,
+        at: str,
+        signal_id: str | None = None,
+    ) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("take a transcript")
+        _one_of(speaker, SPEAKERS, "speaker")
+        if start_ms < 0 or end_ms < start_ms:
+            raise InvalidSignal("transcript offsets must satisfy 0 <= start_ms <= end_ms")
+        self._transcript_added(
+            space_id=self.space_id,
+            turn_id=turn_id,
+            speaker=speaker,
+            text=text,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            at=at,
+            signal_id=signal_id,
+        )
+        return True
+
+    def invoke_tool(
+        self,
+        *,
+        name: str,
+        arguments: dict[str, Any],
+        result: Any,
+        error: str | None,
+        status: str,
+        latency_ms: int,
+        at: str,
+        turn_id: str | None = None,
+        signal_id: str | None = None,
+    ) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("record a tool call")
+        _one_of(status, TOOL_STATUSES, "tool status")
+        if latency_ms < 0:
+            raise InvalidSignal("latency_ms must not be negative")
+        self._tool_invoked(
+            space_id=self.space_id,
+            turn_id=turn_id,
+            name=name,
+            arguments=arguments,
+            result=result,
+            error=error,
+            status=status,
+            latency_ms=latency_ms,
+            at=at,
+            signal_id=signal_id,
+        )
+        return True
+
+    def request_transfer(
+        self, *, mode: str, target: str, at: str, signal_id: str | None = None
+    ) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("transfer")
+        _one_of(mode, TRANSFER_MODES, "transfer mode")
+        if self.started_at is None:
+            raise CallNotStarted(f"call {self.id} has not been answered; it cannot be transferred")
+        self._transfer_requested(
+            space_id=self.space_id, mode=mode, target=target, at=at, signal_id=signal_id
+        )
+        return True
+
+    def complete_transfer(self, *, succeeded: bool, at: str, signal_id: str | None = None) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("complete a transfer")
+        if self.transfer is None:
+            raise InvalidSignal(f"call {self.id} has no transfer in progress")
+        mode, target = self.transfer.split(":", 1)
+        self._transfer_completed(
+            space_id=self.space_id,
+            mode=mode,
+            target=target,
+            succeeded=succeeded,
+            at=at,
+            signal_id=signal_id,
+        )
+        return True
+
+    def record_usage(
+        self,
+        *,
+        provider: str,
+        model: str,
+        kind: str,
+        quantity: float,
+        at: str,
+        signal_id: str | None = None,
+    ) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("record usage")
+        _one_of(kind, USAGE_KINDS, "usage kind")
+        if quantity < 0:
+            raise InvalidSignal("usage quantity must not be negative")
+        self._usage_recorded(
+            space_id=self.space_id,
+            provider=provider,
+            model=model,
+            kind=kind,
+            quantity=quantity,
+            at=at,
+            signal_id=signal_id,
+        )
+        return True
+
+    def record_turn_metrics(
+        self,
+        *,
+        turn_id: str,
+        at: str,
+        end_of_speech_to_first_audio_ms: int | None = None,
+        stt_final_ms: int | None = None,
+        llm_first_token_ms: int | None = None,
+        tts_first_byte_ms: int | None = None,
+        signal_id: str | None = None,
+    ) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("record turn metrics")
+        self._turn_metrics_recorded(
+            space_id=self.space_id,
+            turn_id=turn_id,
+            end_of_speech_to_first_audio_ms=end_of_speech_to_first_audio_ms,
+            stt_final_ms=stt_final_ms,
+            llm_first_token_ms=llm_first_token_ms,
+            tts_first_byte_ms=tts_first_byte_ms,
+            at=at,
+            signal_id=signal_id,
+        )
+        return True
+
+    def end(self, *, reason: str, duration_ms: int, at: str, signal_id: str | None = None) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("end")
+        if duration_ms < 0:
+            raise InvalidSignal("duration_ms must not be negative")
+        self._ended(
+            space_id=self.space_id,
+            reason=reason,
+            duration_ms=duration_ms,
+            at=at,
+            signal_id=signal_id,
+        )
+        return True
+
+    def _ensure_open(self, what: str) -> None:
+        if self.status == "ended":
+            raise CallEnded(f"call {self.id} has ended; it cannot {what} any more")
+
+    # -- mutators (run again on every replay) -----------------------------------------------
+    def _remember(self, signal_id: str | None) -> None:
+        if signal_id:
+            self.signals.add(signal_id)
+
+    @event(Started)
+    def _started(self, space_id: str, at: str, signal_id: str | None) -> None:
+        self.started_at = at
+        if self.status == "initiated":
+            self.status = "in_progress"
+        self._remember(signal_id)
+
+    @event(TranscriptAdded)
+    def _transcript_added(
+        self,
+        space_id: str,
+        turn_id: str,
+        speaker: str,
+        text: str,
+        start_ms: int,
+        end_ms: int,
+        at: str,
+        signal_id: str | None,
+    ) -> None:
+        self._remember(signal_id)
+
+    @event(ToolInvoked)
+    def _tool_invoked(
+        self,
+        space_id: str,
+        turn_id: str | None,
+        name: str,
+        arguments: dict[str, Any],
+        result: Any,
+        error: str | None,
+        status: str,
+        latency_ms: int,
+        at: str,
+        signal_id: str | None,
+    ) -> None:
+        self._remember(signal_id)
+
+    @event(TransferRequested)
+    def _transfer_requested(
+        self, space_id: str, mode: str, target: str, at: str, signal_id: str | None
+    ) -> None:
+        self.transfer = f"{mode}:{target}"
+        self.status = "transferring"
+        self._remember(signal_id)
+
+    @event(TransferCompleted)
+    def _transfer_completed(
+        self,
+        space_id: str,
+        mode: str,
+        target: str,
+        succeeded: bool,
+        at: str,
+        signal_id: str | None,
+    ) -> None:
+        self.transfer = None
+        self.status = "in_progress"
+        self._remember(signal_id)
+
+    @event(UsageRecorded)
+    def _usage_recorded(
+        self,
+        space_id: str,
+        provider: str,
+        model: str,
+        kind: str,
+        quantity: float,
+        at: str,
+        signal_id: str | None,
+    ) -> None:
+        self._remember(signal_id)
+
+    @event(TurnMetricsRecorded)
+    def _turn_metrics_recorded(
+        self,
+        space_id: str,
+        turn_id: str,
+        end_of_speech_to_first_audio_ms: int | None,
+        stt_final_ms: int | None,
+        llm_first_token_ms: int | None,
+        tts_first_byte_ms: int | None,
+        at: str,
+        signal_id: str | None,
+    ) -> None:
+        self._remember(signal_id)
+
+    @event(Ended)
+    def _ended(
+        self, space_id: str, reason: str, duration_ms: int, at: str, signal_id: str | None
+    ) -> None:
+        self.status = "ended"
+        self.ended_at = at
+        self.end_reason = reason
+        self.duration_ms = duration_ms
+        self._remember(signal_id)

@@ -1,0 +1,352 @@
+"""The Calls application on the in-memory recorder: commands, and the batch path of ingest."""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from commands.agents import Actor, AgentNotFound, AgentsApplication, ArchiveAgent, CreateAgent
+from commands.calls import (
+    AddTranscript,
+    CallNotFound,
+    CallsApplication,
+    EndCall,
+    InitiateCall,
+    RecordUsage,
+    RequestTransfer,
+    StartCall,
+)
+from commands.signals import validate_signal
+from domain.agent_config import AgentConfig
+from domain.calls import CallEnded, CallNotStarted
+
+pytestmark = pytest.mark.unit
+
+ENV = {"PERSISTENCE_MODULE": "tests.fakes.recorder"}
+ALICE = Actor(space_id="space-a", subject="alice")
+MALLORY = Actor(space_id="space-m", subject="mallory")
+NOW = datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def agents():
+    app = AgentsApplication(env=ENV)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def app(agents):
+    application = CallsApplication(env=ENV, agent_lookup=agents.get_agent, clock=lambda: NOW)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def agent_id(agents):
+    return agents.create_agent(ALICE, CreateAgent(config=AgentConfig(name="Support"))).id
+
+
+def initiate(app, agent_id, actor=ALICE, key=None, **fields):
+    cmd = InitiateCall(agent_id=agent_id, direction="web", channel="web", **fields)
+    return app.initiate_call(actor, cmd, key)
+
+
+def event_types(app, call_id):
+    return [type(e).TOPIC for e in app.events.get(call_id)]
+
+
+# -- commands -------------------------------------------------------------------------------
+def test_initiate_takes_the_agents_config_version_and_returns_id_version_position(
+    app, agents, agent_id
+):
+    agents.update_agent(ALICE, _update(agent_id))
+    result = initiate(app, agent_id)
+    assert result.version == 1 and result.position == 1
+    call = app.find_call(ALICE, result.id)
+    assert call.agent_config_version == 2 and call.agent_id == str(agent_id)
+    assert call.initiated_at == "2026-01-31T12:00:00.000Z"
+    assert call.room_name == f"call-{result.id}"
+
+
+def _update(agent_id):
+    from commands.agents import UpdateAgent
+
+    return UpdateAgent(agent_id=agent_id, patch={"description": "v2"})
+
+
+def test_initiate_refuses_an_agent_of_another_space_or_an_archived_one(app, agents, agent_id):
+    with pytest.raises(AgentNotFound):
+        initiate(app, agent_id, actor=MALLORY)
+    agents.archive_agent(ALICE, ArchiveAgent(agent_id=agent_id))
+    from domain.errors import AgentArchived
+
+    with pytest.raises(AgentArchived):
+        initiate(app, agent_id)
+    assert app.recorder.max_notification_id() in (None, 0)
+
+
+def test_a_call_goes_through_its_whole_life_by_commands(app, agent_id):
+    call_id = initiate(app, agent_id).id
+    app.start_call(ALICE, StartCall(call_id=call_id))
+    app.add_transcript(
+        ALICE,
+        AddTranscript(
+            call_id=call_id, turn_id="t1", speaker="user", text="hi", start_ms=0, end_ms=800
+        ),
+    )
+    app.record_usage(
+        ALICE,
+        RecordUsage(
+            call_id=call_id, provider="deepgram", model="nova-3", kind="stt_seconds", quantity=0.8
+        ),
+    )
+    app.request_transfer(ALICE, RequestTransfer(call_id=call_id, mode="cold", target="+1555"))
+    later = datetime(2026, 1, 31, 12, 1, 30, tzinfo=UTC)
+    ended = app.end_call(ALICE, EndCall(call_id=call_id, reason="transferred", at=later))
+    assert ended.version == 6 and ended.call.duration_ms == 90_000
+    assert event_types(app, call_id) == [
+        "call.initiated",
+        "call.started",
+        "call.transcript_added",
+        "call.usage_recorded",
+        "call.transfer_requested",
+        "call.ended",
+    ]
+    with pytest.raises(CallEnded):
+        app.start_call(ALICE, StartCall(call_id=call_id))
+
+
+def test_transfer_of_an_unanswered_call_is_refused(app, agent_id):
+    call_id = initiate(app, agent_id).id
+    with pytest.raises(CallNotStarted):
+        app.request_transfer(ALICE, RequestTransfer(call_id=call_id, mode="warm", target="x"))
+
+
+def test_starting_twice_changes_nothing_and_returns_the_current_version(app, agent_id):
+    call_id = initiate(app, agent_id).id
+    first = app.start_call(ALICE, StartCall(call_id=call_id))
+    again = app.start_call(ALICE, StartCall(call_id=call_id))
+    assert (again.version, again.position) == (first.version, first.position) == (2, 2)
+
+
+def test_other_space_cannot_see_or_change_a_call(app, agent_id):
+    call_id = initiate(app, agent_id).id
+    with pytest.raises(CallNotFound):
+        app.find_call(MALLORY, call_id)
+    with pytest.raises(CallNotFound):
+        app.start_call(MALLORY, StartCall(call_id=call_id))
+    with pytest.raises(CallNotFound):
+        app.find_call(ALICE, uuid.uuid4())
+
+
+def test_replayed_idempotency_key_returns_the_first_result(app, agent_id):
+    first = initiate(app, agent_id, key="k1")
+    again = initiate(app, agent_id, key="k1")
+    assert again.replayed and again.id == first.id
+    assert app.recorder.max_notification_id() == 1
+
+
+# -- the batch path ---------------------------------------------------------------------------
+def signal(kind, call_id, n, space="space-a", **fields):
+    defaults = {
+        "call.initiated": dict(
+            agent_id=str(uuid.uuid4()),
+            agent_config_version=1,
+            direction="inbound",
+            channel="twilio_sip",
+            room_name="r",
+        ),
+        "call.transcript": dict(
+            turn_id=f"t{n}", speaker="user", text="hi", start_ms=n, end_ms=n + 5
+        ),
+        "call.usage": dict(provider="p", model="m", kind="tts_characters", quantity=10),
+        "call.transfer_requested": dict(mode="warm", target="sales"),
+        "call.transfer_completed": dict(succeeded=True),
+        "call.ended": dict(reason="hangup", duration_ms=1000),
+    }.get(kind, {})
+    return validate_signal(
+        {
+            "type": kind,
+            "signal_id": f"{call_id}-{n}",
+            "space_id": space,
+            "call_id": str(call_id),
+            "at": "2026-01-31T12:00:00.000Z",
+            "source": "simulator",
+            **defaults,
+            **fields,
+        }
+    )
+
+
+def statuses(outcomes):
+    return [(o.status, o.code) for o in outcomes]
+
+
+def test_a_batch_creates_calls_applies_in_order_and_saves_in_one_transaction(app):
+    a, b = uuid.uuid4(), uuid.uuid4()
+    batch = [
+        signal("call.initiated", a, 0),
+        signal("call.initiated", b, 0),
+        signal("call.started", a, 1),
+        signal("call.transcript", a, 2),
+        signal("call.started", b, 1),
+        signal("call.ended", b, 2),
+        signal("call.usage", a, 3),
+    ]
+    saves = []
+    original = app.save
+    app._group_commit._save = lambda *e, **k: saves.append(len(e)) or original(*e, **k)
+    outcomes = app.apply_signals(batch)
+    assert [o.signal_id for o in outcomes] == [s.signal_id for s in batch]
+    assert {o.status for o in outcomes} == {"applied"}
+    assert saves == [7]
+    assert event_types(app, a) == [
+        "call.initiated",
+        "call.started",
+        "call.transcript_added",
+        "call.usage_recorded",
+    ]
+    assert event_types(app, b) == ["call.initiated", "call.started", "call.ended"]
+
+
+def test_a_mixed_batch_rejects_only_the_bad_signals(app):
+    a, b, ghost = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    app.apply_signals([signal("call.initiated", b, 0), signal("call.ended", b, 1)])
+    batch = [
+        signal("call.initiated", a, 0),
+        signal("call.transfer_requested", a, 1),  # not answered yet
+        signal("call.started", a, 2),
+        signal("call.started", a, 2),  # same signal id twice in a batch
+        signal("call.transfer_requested", a, 3),
+        signal("call.transfer_completed", a, 4),
+        signal("call.transcript", b, 2),  # after the end
+        signal("call.transcript", ghost, 0),  # no such call
+        signal("call.transcript", a, 5, space="space-m"),  # another space
+        signal("call.initiated", a, 6),  # initiated again with a new id
+        signal("call.ended", a, 7),
+        signal("call.ended", a, 8),  # the end happens once
+    ]
+    assert statuses(app.apply_signals(batch)) == [
+        ("applied", None),
+        ("rejected", "call_not_started"),
+        ("applied", None),
+        ("duplicate", None),
+        ("applied", None),
+        ("applied", None),
+        ("rejected", "call_ended"),
+        ("rejected", "unknown_call"),
+        ("rejected", "space_mismatch"),
+        ("rejected", "call_exists"),
+        ("applied", None),
+        ("rejected", "call_ended"),
+    ]
+    assert event_types(app, a) == [
+        "call.initiated",
+        "call.started",
+        "call.transfer_requested",
+        "call.transfer_completed",
+        "call.ended",
+    ]
+
+
+def test_a_replayed_batch_changes_nothing(app):
+    a = uuid.uuid4()
+    batch = [
+        signal("call.initiated", a, 0),
+        signal("call.started", a, 1),
+        signal("call.transcript", a, 2),
+        signal("call.ended", a, 3),
+    ]
+    app.apply_signals(batch)
+    before = app.recorder.max_notification_id()
+    assert {o.status for o in app.apply_signals(batch)} == {"duplicate"}
+    assert app.recorder.max_notification_id() == before
+
+
+def test_a_conflicting_batch_is_saved_call_by_call(app):
+    a, b = uuid.uuid4(), uuid.uuid4()
+    app.apply_signals([signal("call.initiated", a, 0), signal("call.initiated", b, 0)])
+    stale = app.repository.get(a)  # another writer moves call a on after our load
+    real_load = app._load
+
+    def racing_load(call_id):
+        call = real_load(call_id)
+        if call_id == a and not raced:
+            raced.append(True)
+            stale.start(at="2026-01-31T12:00:00.000Z", signal_id="other-writer")
+            app.save(stale)
+        return call
+
+    raced = []
+    app._load = racing_load
+    outcomes = app.apply_signals([signal("call.started", a, 1), signal("call.started", b, 1)])
+    assert statuses(outcomes) == [("duplicate", None), ("applied", None)]
+    assert event_types(app, a) == ["call.initiated", "call.started"]
+    assert event_types(app, b) == ["call.initiated", "call.started"]
+
+
+# -- ingest's batch handling (adapters/kafka/ingest.py), Kafka replaced by plain objects ------
+class Message:
+    def __init__(self, value, offset, topic="p.ingress.worker.v1"):
+        self.topic, self.partition, self.offset = topic, 0, offset
+        self.key, self.value = b"k", value
+
+
+def run_ingest(apply, messages, **kwargs):
+    import asyncio
+
+    from adapters.kafka.ingest import Ingest
+
+    sent = []
+
+    async def send(topic, key, value, headers):
+        sent.append((topic, value, dict((k, v.decode()) for k, v in headers)))
+
+    ingest = Ingest(apply, send, backoff=0, **kwargs)
+    asyncio.run(ingest.handle(messages))
+    return ingest, sent
+
+
+def test_ingest_dead_letters_malformed_and_rejected_signals_and_applies_the_rest(app):
+    from commands.signals import encode_signal
+
+    a = uuid.uuid4()
+    good = [signal("call.initiated", a, 0), signal("call.started", a, 1)]
+    messages = [
+        Message(encode_signal(good[0]), 0),
+        Message(b"{oops", 1),
+        Message(encode_signal(signal("call.started", uuid.uuid4(), 0)), 2),
+        Message(encode_signal(good[1]), 3),
+    ]
+    ingest, sent = run_ingest(app.apply_signals, messages)
+    assert event_types(app, a) == ["call.initiated", "call.started"]
+    assert [(t, h["dlq.error"], h["dlq.source"]) for t, _, h in sent] == [
+        ("p.ingress.worker.v1.dlq", "malformed_json", "p.ingress.worker.v1#0@1"),
+        ("p.ingress.worker.v1.dlq", "unknown_call", "p.ingress.worker.v1#0@2"),
+    ]
+    assert sent[0][1] == b"{oops"
+    assert (ingest.applied, ingest.duplicates, ingest.rejected) == (2, 0, 2)
+
+
+def test_ingest_retries_infrastructure_errors_then_dead_letters_only_what_still_fails(app):
+    from commands.signals import encode_signal
+
+    a, b = uuid.uuid4(), uuid.uuid4()
+    calls = []
+
+    def flaky(signals):
+        calls.append(len(signals))
+        if any(s.call_id == b for s in signals):
+            raise ConnectionError("database away")
+        return app.apply_signals(signals)
+
+    messages = [
+        Message(encode_signal(signal("call.initiated", a, 0)), 0),
+        Message(encode_signal(signal("call.initiated", b, 0)), 1),
+    ]
+    _, sent = run_ingest(flaky, messages, attempts=3)
+    assert calls == [2, 2, 2, 1, 1]  # the batch 3 times, then one by one
+    assert event_types(app, a) == ["call.initiated"]
+    assert [h["dlq.error"] for _, _, h in sent] == ["ingest_failed"]
+    assert "database away" in sent[0][2]["dlq.message"]

@@ -1,0 +1,164 @@
+"""Signals: the ingress schema (docs/signals.md) — what is accepted, and how rejections read."""
+
+import json
+import typing
+import uuid
+
+import pytest
+
+from commands import signals as sig
+from commands.signals import SignalRejected, parse_signal
+from domain import calls as domain_calls
+from infra.settings import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+CALL = str(uuid.uuid4())
+BASE = {
+    "signal_id": "sig-1",
+    "space_id": "space-a",
+    "call_id": CALL,
+    "at": "2026-01-31T12:00:00.123Z",
+    "source": "worker",
+    "schema_version": 1,
+}
+EXAMPLES = {
+    "call.initiated": {
+        "agent_id": str(uuid.uuid4()),
+        "agent_config_version": 2,
+        "direction": "inbound",
+        "channel": "twilio_sip",
+        "from_number": "+15550001",
+        "to_number": "+15550002",
+        "room_name": "call-room",
+    },
+    "call.started": {},
+    "call.transcript": {
+        "turn_id": "t1",
+        "speaker": "user",
+        "text": "Hello",
+        "start_ms": 0,
+        "end_ms": 900,
+    },
+    "call.tool_invoked": {
+        "turn_id": "t1",
+        "name": "lookup_order",
+        "arguments": {"id": "42"},
+        "result": {"status": "shipped"},
+        "status": "ok",
+        "latency_ms": 230,
+    },
+    "call.transfer_requested": {"mode": "warm", "target": "+15559999"},
+    "call.transfer_completed": {"succeeded": True},
+    "call.usage": {
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "kind": "llm_input_tokens",
+        "quantity": 512,
+    },
+    "call.turn_metrics": {
+        "turn_id": "t1",
+        "end_of_speech_to_first_audio_ms": 800,
+        "stt_final_ms": 150,
+        "llm_first_token_ms": 300,
+        "tts_first_byte_ms": 120,
+    },
+    "call.ended": {"reason": "hangup", "duration_ms": 61000},
+}
+
+
+def raw(signal_type, /, **fields):
+    return json.dumps({**BASE, "type": signal_type, **EXAMPLES[signal_type], **fields}).encode()
+
+
+def rejected(data) -> SignalRejected:
+    with pytest.raises(SignalRejected) as info:
+        parse_signal(data)
+    return info.value
+
+
+@pytest.mark.parametrize("kind", sig.SIGNAL_TYPES)
+def test_every_signal_kind_parses_into_its_model(kind):
+    signal = parse_signal(raw(kind))
+    assert signal.type == kind and str(signal.call_id) == CALL
+    assert signal.at == "2026-01-31T12:00:00.123Z"
+    assert parse_signal(sig.encode_signal(signal)) == signal  # the wire form round-trips
+
+
+def test_at_is_normalised_to_utc_with_milliseconds():
+    signal = parse_signal(raw("call.started", at="2026-01-31T13:00:00.5+01:00"))
+    assert signal.at == "2026-01-31T12:00:00.500Z"
+
+
+@pytest.mark.parametrize("at", ["2026-01-31T12:00:00", "yesterday", 1700000000, None])
+def test_at_without_offset_or_not_a_date_is_invalid(at):
+    error = rejected(raw("call.started", at=at))
+    assert error.code == "invalid_signal" and "at" in error.message
+
+
+def test_unknown_extra_fields_are_ignored_for_forward_compatibility():
+    assert parse_signal(raw("call.started", new_optional_field="x")).type == "call.started"
+
+
+@pytest.mark.parametrize(
+    "data,code",
+    [
+        (b"{not json", "malformed_json"),
+        (b"", "malformed_json"),
+        (None, "malformed_json"),
+        (b"[1, 2]", "malformed_json"),
+        (b"\xff\xfe", "malformed_json"),
+        (json.dumps({**BASE, "type": "call.exploded"}).encode(), "unknown_signal_type"),
+        (json.dumps(BASE).encode(), "invalid_signal"),
+    ],
+    ids=["not-json", "empty", "none", "array", "not-utf8", "unknown-type", "no-type"],
+)
+def test_unusable_messages_are_rejected_with_a_stable_code(data, code):
+    assert rejected(data).code == code
+
+
+@pytest.mark.parametrize(
+    "kind,fields,where",
+    [
+        ("call.started", {"signal_id": ""}, "signal_id"),
+        ("call.started", {"call_id": "not-a-uuid"}, "call_id"),
+        ("call.started", {"source": "telepathy"}, "source"),
+        ("call.started", {"schema_version": 2}, "schema_version"),
+        ("call.transcript", {"speaker": "narrator"}, "speaker"),
+        ("call.transcript", {"start_ms": -1}, "start_ms"),
+        ("call.usage", {"kind": "minutes"}, "kind"),
+        ("call.usage", {"quantity": -3}, "quantity"),
+        ("call.initiated", {"channel": "pigeon"}, "channel"),
+        ("call.ended", {"duration_ms": None}, "duration_ms"),
+    ],
+)
+def test_invalid_fields_are_named_in_the_rejection(kind, fields, where):
+    error = rejected(raw(kind, **fields))
+    assert error.code == "invalid_signal"
+    assert error.message.startswith(where) or f"; {where}" in error.message, error.message
+
+
+@pytest.mark.parametrize(
+    "alias,allowed",
+    [
+        (sig.Direction, domain_calls.DIRECTIONS),
+        (sig.Channel, domain_calls.CHANNELS),
+        (sig.Speaker, domain_calls.SPEAKERS),
+        (sig.ToolStatus, domain_calls.TOOL_STATUSES),
+        (sig.TransferMode, domain_calls.TRANSFER_MODES),
+        (sig.UsageKind, domain_calls.USAGE_KINDS),
+    ],
+)
+def test_signal_enumerations_match_the_aggregate(alias, allowed):
+    assert set(typing.get_args(alias)) == set(allowed)
+
+
+def test_docs_describe_every_signal_and_its_fields():
+    doc = (REPO_ROOT / "docs" / "signals.md").read_text()
+    for kind in sig.SIGNAL_TYPES:
+        assert f"### {kind}" in doc, kind
+        section = doc.split(f"### {kind}", 1)[1].split("\n### ", 1)[0]
+        for name in EXAMPLES[kind]:
+            assert f"`{name}`" in section, (kind, name)
+    for name in BASE:
+        assert f"`{name}`" in doc, name

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 import click
 
@@ -49,6 +50,7 @@ def migrate(ctx: click.Context) -> None:
     try:
         applied = migrate_postgres(container.pool)
         container.agents  # creates the event store tables  # noqa: B018
+        container.calls  # noqa: B018
         migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
         from adapters.kafka.topics import domain_topics, ensure_topics
 
@@ -114,17 +116,101 @@ def projector(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.argument("read_model", type=click.Choice(["agents"]))
+@click.pass_context
+def ingest(ctx: click.Context) -> None:
+    """Run ingest: worker and provider signals (Kafka ingress topics) -> Call commands."""
+    from adapters.kafka.ingest import run_ingest
+    from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
+    from infra.bootstrap import bootstrap
+
+    settings = _settings(ctx)
+    _logging(settings)
+    if not ensure_topics_when_ready(settings, domain_topics(settings), _stop_event()):
+        return
+    run_ingest(bootstrap(settings))
+
+
+@cli.group()
+def simulate() -> None:
+    """Produce simulated traffic (a demo, and the load of tests and benchmarks)."""
+
+
+@simulate.command("calls")
+@click.option("--calls", "calls", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--space", default="demo", show_default=True, help="The space of the calls.")
+@click.option("--agent-id", type=click.UUID, default=None, help="Default: a new demo agent.")
+@click.option("--seed", type=int, default=None, help="Make the run repeatable.")
+@click.option(
+    "--realtime/--fast",
+    default=False,
+    help="Pace calls like live ones (one transcript per second per speaker), or send at once.",
+)
+@click.pass_context
+def simulate_calls_command(
+    ctx: click.Context,
+    calls: int,
+    concurrency: int,
+    space: str,
+    agent_id: Any,
+    seed: int | None,
+    realtime: bool,
+) -> None:
+    """Produce realistic call signal streams onto the worker ingress topic."""
+    from adapters.kafka.topics import domain_topics, ensure_topics
+    from commands.agents import Actor, CreateAgent
+    from domain.agent_config import AgentConfig
+    from infra.bootstrap import bootstrap
+    from infra.simulate import simulate_calls
+
+    settings = _settings(ctx)
+    ensure_topics(settings, domain_topics(settings))
+    container = bootstrap(settings)
+    try:
+        actor = Actor(space_id=space, subject="simulator")
+        if agent_id is None:
+            config = AgentConfig(
+                name="Simulator demo agent", first_message="Hello! How can I help?"
+            )
+            agent_id = container.agents.create_agent(actor, CreateAgent(config=config)).id
+            click.echo(f"created demo agent {agent_id} in space {space}")
+        version = container.agents.get_agent(actor, agent_id).config_version
+    finally:
+        container.close()
+    summary = simulate_calls(
+        settings,
+        calls=calls,
+        concurrency=concurrency,
+        space_id=space,
+        agent_id=agent_id,
+        agent_config_version=version,
+        seed=seed,
+        speed=1.0 if realtime else 0.0,
+        progress=click.echo,
+    )
+    click.echo(summary.describe())
+
+
+@cli.command()
+@click.argument("read_model", type=click.Choice(["agents", "calls"]))
 @click.option("--check", is_flag=True, help="Rebuild aside and compare; change nothing.")
 @click.pass_context
 def replay(ctx: click.Context, read_model: str, check: bool) -> None:
-    """Rebuild a read model from the event store (the rebuilt table equals the live one)."""
+    """Rebuild a read model from the event store (the rebuilt table equals the live one).
+
+    ``calls`` supports ``--check`` only so far."""
     from infra.bootstrap import bootstrap
+    from projections.calls_replay import replay_calls
     from projections.replay import replay_agents
 
+    if read_model == "calls" and not check:
+        raise click.ClickException("replay calls supports --check only so far")
     container = bootstrap(_settings(ctx))
     try:
-        report = replay_agents(container, check_only=check, progress=click.echo)
+        if read_model == "calls":
+            report: Any = replay_calls(container, check_only=True, progress=click.echo)
+        else:
+            report = replay_agents(container, check_only=check, progress=click.echo)
     finally:
         container.close()
     click.echo(str(report))

@@ -88,6 +88,19 @@ class ApiSettings(BaseModel):
     )
 
 
+class PricingSettings(BaseModel):
+    defaults_file: Path = Field(
+        REPO_ROOT / "infra" / "pricing" / "default.json",
+        description="Shipped pricing catalog (unit prices per provider, model and usage kind).",
+    )
+    overrides_file: Path | None = Field(
+        None,
+        description="Operator's pricing catalog in the same format; its entries win over the "
+        "defaults at equal effective dates. Changing prices changes costs only of events "
+        "projected (or replayed) afterwards.",
+    )
+
+
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
     system_user: str = Field(
@@ -108,6 +121,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     auth: AuthSettings = AuthSettings()
     api: ApiSettings = ApiSettings()
+    pricing: PricingSettings = PricingSettings()
     stack: StackSettings = StackSettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")

@@ -1,10 +1,11 @@
-"""The Faust app that drives the agents projectors from Kafka (DESIGN §5).
+"""The Faust app that drives the agents and calls projectors from Kafka (DESIGN §5).
 
 Two agents read ``<prefix>.agents.v1``: ``postgres`` applies batches to the read model with the
 tracking record ``(topic#partition, offset)``; ``clickhouse`` inserts larger batches into the
-analytics tables. Bodies stay thin: decode, call plain functions in a thread, and never raise —
-Faust acknowledges a message even when a body fails, so a failing batch is retried a bounded
-number of times, then message by message, and what still fails goes to ``<topic>.dlq`` with
+analytics tables; two more read ``<prefix>.calls.v1`` the same way (``projections.faust_calls``).
+Bodies stay thin: decode, call plain functions in a thread, and never raise — Faust
+acknowledges a message even when a body fails, so a failing batch is retried a bounded number
+of times, then message by message, and what still fails goes to ``<topic>.dlq`` with
 headers naming the error. A message that is not a usable envelope goes there at once.
 Built by a factory: nothing connects at import time.
 """
@@ -231,6 +232,9 @@ def build_faust_app(container: Any, *, app_id: str | None = None) -> Any:
         async for events in stream.take_events(conf.batch_size, within=conf.batch_seconds):
             await ch.run(await ch.items(events), apply_clickhouse)
 
+    from projections.faust_calls import add_calls_agents  # it imports this module
+
+    add_calls_agents(app, container, name)
     return app
 
 

@@ -5,63 +5,32 @@ Writes go through the AgentsApplication (commands); reads come from the Postgres
 
 from __future__ import annotations
 
-import re
-import time
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from adapters.api.auth import CallerDep
+from adapters.api.common import (
+    IdempotencyKey,
+    IfMatch,
+    Limit,
+    MinVersion,
+    MinVersionHeader,
+    Offset,
+    actor,
+    checked_key,
+    container_of,
+    expected_version,
+    write_headers,
+)
 from adapters.api.errors import ApiError
+from adapters.api.reads import read_at_least
 from adapters.api.schemas import AgentCreate, AgentPage, AgentPatch, AgentPublic
-from commands.agents import Actor, ArchiveAgent, CreateAgent, Result, UpdateAgent
-from commands.idempotency import check_key
+from commands.agents import ArchiveAgent, CreateAgent, Result, UpdateAgent
 from projections import agent_queries
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Replaying a key returns the first result."),
-]
-IfMatch = Annotated[
-    str | None, Header(alias="If-Match", description="The version you last read (ETag).")
-]
-MinVersion = Annotated[
-    int | None,
-    Query(ge=1, description="Wait (bounded) until the read model reflects this version."),
-]
-
-
-def _container(request: Request) -> Any:
-    return request.app.state.container
-
-
-def _actor(caller: Any) -> Actor:
-    return Actor(space_id=caller.space_id, subject=caller.subject)
-
-
-def _expected_version(if_match: str | None) -> int | None:
-    if if_match is None:
-        return None
-    match = re.fullmatch(r'\s*(?:W/)?"?(\d{1,18})"?\s*', if_match)
-    if not match:
-        raise ApiError(
-            400,
-            "invalid_if_match",
-            'If-Match must hold the agent version you last read, e.g. If-Match: "3"',
-        )
-    return int(match.group(1))
-
-
-def _key(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_key(value)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_idempotency_key", str(exc)) from None
 
 
 def _public_from_write(result: Result) -> AgentPublic:
@@ -94,26 +63,18 @@ def _public_from_row(row: dict[str, Any]) -> AgentPublic:
     return AgentPublic(**{**row["config"], **{k: row[k] for k in _ROW_META}})
 
 
-def _write_headers(response: Response, result: Result) -> None:
-    response.headers["ETag"] = f'"{result.version}"'
-    if result.position is not None:
-        response.headers["X-Voxagent-Position"] = str(result.position)
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-
-
 @router.get("", response_model=AgentPage)
 def list_agents(
     request: Request,
     caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
     include_archived: bool = False,
     name: Annotated[str | None, Query(max_length=200, description="Name contains.")] = None,
     language: Annotated[str | None, Query(max_length=35)] = None,
     llm_provider: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AgentPage:
-    with _container(request).pool.connection() as conn:
+    with container_of(request).pool.connection() as conn:
         rows, total = agent_queries.list_agents(
             conn,
             caller.space_id,
@@ -135,31 +96,14 @@ def get_agent(
     caller: CallerDep,
     agent_id: UUID,
     min_version: MinVersion = None,
-    min_version_header: Annotated[int | None, Header(alias="X-Voxagent-Min-Version")] = None,
+    min_version_header: MinVersionHeader = None,
 ) -> AgentPublic:
-    container = _container(request)
+    container = container_of(request)
     wanted = max(min_version or 0, min_version_header or 0)
-    deadline = time.monotonic() + container.settings.api.read_wait_seconds
-    delay = 0.005
-    while True:
-        with container.pool.connection() as conn:
-            row = agent_queries.get_agent(conn, caller.space_id, agent_id)
-        if row is not None and row["version"] >= wanted:
-            break
-        if time.monotonic() >= deadline:
-            if row is None and not wanted:
-                break
-            raise ApiError(
-                503,
-                "read_model_behind",
-                f"The read model has not reached version {wanted} of agent {agent_id} yet; "
-                "retry in a moment.",
-                headers={"Retry-After": "1"},
-            )
-        if row is None and not wanted:
-            break
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    row = read_at_least(
+        container, lambda conn: agent_queries.get_agent(conn, caller.space_id, agent_id),
+        wanted, f"agent {agent_id}",
+    )  # fmt: skip
     if row is None:
         raise ApiError(404, "agent_not_found", f"No agent {agent_id} in your space.")
     response.headers["ETag"] = f'"{row["version"]}"'
@@ -174,10 +118,10 @@ def create_agent(
     body: AgentCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> AgentPublic:
-    app = _container(request).agents
+    app = container_of(request).agents
     cmd = CreateAgent(config=body.model_dump())
-    result = app.create_agent(_actor(caller), cmd, _key(idempotency_key))
-    _write_headers(response, result)
+    result = app.create_agent(actor(caller), cmd, checked_key(idempotency_key))
+    write_headers(response, result)
     response.headers["Location"] = f"/api/agents/{result.id}"
     return _public_from_write(result)
 
@@ -192,14 +136,14 @@ def update_agent(
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> AgentPublic:
-    app = _container(request).agents
+    app = container_of(request).agents
     cmd = UpdateAgent(
         agent_id=agent_id,
         patch=body.model_dump(exclude_unset=True),
-        expected_version=_expected_version(if_match),
+        expected_version=expected_version(if_match),
     )
-    result = app.update_agent(_actor(caller), cmd, _key(idempotency_key))
-    _write_headers(response, result)
+    result = app.update_agent(actor(caller), cmd, checked_key(idempotency_key))
+    write_headers(response, result)
     return _public_from_write(result)
 
 
@@ -211,9 +155,9 @@ def archive_agent(
     if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    app = _container(request).agents
-    cmd = ArchiveAgent(agent_id=agent_id, expected_version=_expected_version(if_match))
-    result = app.archive_agent(_actor(caller), cmd, _key(idempotency_key))
+    app = container_of(request).agents
+    cmd = ArchiveAgent(agent_id=agent_id, expected_version=expected_version(if_match))
+    result = app.archive_agent(actor(caller), cmd, checked_key(idempotency_key))
     response = Response(status_code=204)
-    _write_headers(response, result)
+    write_headers(response, result)
     return response

@@ -8,10 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from adapters.api import agents, health
+from adapters.api import agents, costs, health, sessions
 from adapters.api.errors import error_response, install_error_handlers
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
+from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
+from domain.calls import CallEnded, CallNotStarted, InvalidSignal
 from domain.errors import AgentArchived, InvalidConfig
 
 # exception -> (HTTP status, stable code); the exception's message says what to do
@@ -22,6 +24,10 @@ _MAPPED: dict[type[Exception], tuple[int, str]] = {
     AgentArchived: (409, "agent_archived"),
     InvalidConfig: (422, "invalid_config"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
+    CallNotFound: (404, "session_not_found"),
+    CallEnded: (409, "call_ended"),
+    CallNotStarted: (409, "call_not_started"),
+    InvalidSignal: (422, "invalid_call_update"),
 }
 
 
@@ -45,5 +51,8 @@ def create_app(container: Any) -> FastAPI:
     for exc_type, (status, code) in _MAPPED.items():
         app.add_exception_handler(exc_type, _handler(status, code))
     app.include_router(agents.router)
+    app.include_router(sessions.router)
+    app.include_router(costs.router)
+    app.include_router(costs.usage_router)
     app.include_router(health.router)
     return app

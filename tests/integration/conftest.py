@@ -38,12 +38,13 @@ def pipeline_settings(stack_settings: Settings) -> Iterator[Settings]:
 def pipeline(
     pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict]:
-    """The real relay and Faust projectors as subprocesses, for the whole session."""
+    """The real relay, Faust projectors and ingest as subprocesses, for the whole session."""
     stack_settings = pipeline_settings
     ensure_topics(stack_settings, domain_topics(stack_settings))
     logs = tmp_path_factory.mktemp("pipeline")
     procs = {
-        name: Process(name, stack_settings, Path(logs)).start() for name in ("relay", "projector")
+        name: Process(name, stack_settings, Path(logs)).start()
+        for name in ("relay", "projector", "ingest")
     }
     try:
         _wait_until_flowing(stack_settings, tuple(procs.values()))

@@ -22,12 +22,18 @@ from domain.agents import VoiceAgent
 from domain.contract import envelope, iso_ms
 from infra.migrations import clickhouse_statements
 from infra.settings import REPO_ROOT, Settings
+from projections.calls import parse_call_event, project_calls
+from projections.calls_clickhouse import CALL_COLUMNS as CH_CALL_COLUMNS
+from projections.calls_clickhouse import EVENT_COLUMNS as CH_CALL_EVENT_COLUMNS
+from projections.calls_clickhouse import changes_rows
 from projections.clickhouse_rows import (
     AGENT_COLUMNS,
     EVENT_COLUMNS,
     clickhouse_agent_row,
     clickhouse_event_row,
 )
+from projections.pricing import catalog_from_settings
+from tests.support.call_stream import build_calls
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +76,25 @@ def sample_envelopes() -> list[dict[str, Any]]:
     return envs
 
 
+@functools.cache
+def call_tables() -> dict[str, list[dict[str, Any]]]:
+    """ClickHouse rows of a realistic call stream, as a projector taking one event per batch
+    inserts them: every intermediate ``calls`` row (latest version must win), every event row."""
+    catalog = catalog_from_settings(Settings())
+    tables: dict[str, list[dict[str, Any]]] = {}
+    state: dict[str, dict[str, Any]] = {}
+    for call in build_calls():
+        for position, event in enumerate(call.collect_events(), start=1000):
+            changes = project_calls([parse_call_event(envelope(event, position))], state, catalog)
+            state.update(changes.calls)
+            for table, rows in changes_rows(changes).items():
+                tables.setdefault(table, []).extend(rows)
+    return tables
+
+
 def literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
     if isinstance(value, str):
         return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     if isinstance(value, datetime):
@@ -97,6 +121,9 @@ def load(
     for _ in range(2):  # a redelivered batch: duplicates are harmless
         insert(f"{db}.events", EVENT_COLUMNS, events)
         insert(f"{db}.agents", AGENT_COLUMNS, agents)
+        for table, rows in call_tables().items():
+            columns = CH_CALL_COLUMNS if table == "calls" else CH_CALL_EVENT_COLUMNS[table]
+            insert(f"{db}.{table}", columns, rows)
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +162,8 @@ def chdb_session() -> Iterator[Query]:
 
 def test_server_and_chdb_run_the_same_schema(server: Query, chdb_session: Query) -> None:
     sql = "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
-    assert server(sql) == chdb_session(sql) == [("agents",), ("events",)]
+    tables = ["agents", "calls", "events", "tool_calls", "transcripts", "turns", "usage"]
+    assert server(sql) == chdb_session(sql) == [(t,) for t in tables]
 
 
 @pytest.mark.parametrize("name", list(QUERIES))
@@ -161,5 +189,20 @@ def test_latest_config_reflects_the_last_version_of_each_agent(server: Query) ->
     assert sum(int(r[2]) for r in per_day) == len(sample_envelopes()) == 11
 
 
+def test_call_queries_see_each_call_once_at_its_latest_version(server: Query) -> None:
+    per_day = server(QUERIES["calls and minutes per day per agent"])
+    assert sum(int(r[2]) for r in per_day) == 8
+    statuses = dict(server(QUERIES["calls per status (argMax)"]))
+    assert statuses == {"ended": "7", "in_progress": "1"}
+    longest = server(QUERIES["longest calls"])
+    assert [int(r[2]) for r in longest] == [67_000, 66_000, 64_000, 63_000, 62_000]
+    usage = call_tables()["usage"]
+    by_week = server(QUERIES["cost by provider per week"])
+    assert sum(int(r[2]) for r in by_week) == sum(u["cost_micros"] for u in usage) > 0
+    assert sum(int(r[3]) for r in by_week) == len(usage)
+    lines = server(QUERIES["a call's transcript in spoken order"])
+    assert [int(r[1]) for r in lines] == sorted(int(r[1]) for r in lines) and len(lines) == 6
+
+
 def test_the_analytics_doc_holds_the_example_queries() -> None:
-    assert len(QUERIES) >= 6 and all("SELECT" in q and "{db}." in q for q in QUERIES.values())
+    assert len(QUERIES) >= 14 and all("SELECT" in q and "{db}." in q for q in QUERIES.values())

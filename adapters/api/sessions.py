@@ -1,0 +1,241 @@
+"""``/api/sessions``: VoxArena's sessions router; a session is a Call.
+
+Writes go through the CallsApplication; reads come from the calls read models.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+
+from adapters.api.auth import CallerDep
+from adapters.api.common import (
+    IdempotencyKey,
+    Limit,
+    MinVersion,
+    MinVersionHeader,
+    Offset,
+    actor,
+    checked_key,
+    container_of,
+    write_headers,
+)
+from adapters.api.errors import ApiError
+from adapters.api.reads import read_at_least
+from adapters.api.session_schemas import (
+    Accepted,
+    Analysis,
+    SessionCreate,
+    SessionEnd,
+    SessionPage,
+    SessionPublic,
+    SessionUpdate,
+    Status,
+    Transcript,
+    TranscriptCreate,
+    TransferCreate,
+)
+from commands.calls import (
+    AddTranscript,
+    EndCall,
+    InitiateCall,
+    RequestTransfer,
+    Result,
+    StartCall,
+)
+from projections import call_queries
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+
+def _not_found(session_id: Any) -> ApiError:
+    return ApiError(404, "session_not_found", f"No session {session_id} in your space.")
+
+
+def _from_write(result: Result) -> SessionPublic:
+    call = result.call
+    assert call is not None
+    return SessionPublic(
+        id=call.id, agent_id=call.agent_id, agent_config_version=call.agent_config_version,
+        direction=call.direction, channel=call.channel, room_name=call.room_name,
+        status=call.status, from_number=call.from_number, to_number=call.to_number,
+        initiated_at=call.initiated_at, started_at=call.started_at, ended_at=call.ended_at,
+        end_reason=call.end_reason, duration_ms=call.duration_ms, version=call.version,
+    )  # fmt: skip
+
+
+def _accepted(response: Response, result: Result) -> Accepted:
+    write_headers(response, result)
+    assert result.call is not None
+    return Accepted(session_id=result.id, version=result.version, status=result.call.status)
+
+
+def _room_call(request: Request, caller: Any, room_name: str, wait: bool = False) -> dict[str, Any]:
+    """The session in ``room_name``. Writes by room wait (bounded) for a session created a
+    moment ago to reach the read model; reads answer at once."""
+    container = container_of(request)
+    deadline = time.monotonic() + (container.settings.api.read_wait_seconds if wait else 0)
+    while True:
+        with container.pool.connection() as conn:
+            row = call_queries.get_call_by_room(conn, caller.space_id, room_name)
+        if row is not None:
+            return row
+        if time.monotonic() >= deadline:
+            raise ApiError(404, "session_not_found", f"No session in room {room_name!r}.")
+        time.sleep(0.02)
+
+
+def _add_transcript(
+    request: Request, caller: Any, session_id: UUID, body: TranscriptCreate, key: str | None
+) -> Result:
+    if body.end_ms < body.start_ms:
+        raise ApiError(422, "invalid_request", "end_ms must not be before start_ms")
+    cmd = AddTranscript(
+        call_id=session_id, turn_id=body.turn_id or f"api-{datetime.now().timestamp():.6f}",
+        speaker=body.speaker, text=body.text, start_ms=body.start_ms, end_ms=body.end_ms,
+    )  # fmt: skip
+    return container_of(request).calls.add_transcript(actor(caller), cmd, checked_key(key))
+
+
+def _end(
+    request: Request, caller: Any, session_id: UUID, body: SessionEnd, key: str | None
+) -> Result:
+    cmd = EndCall(call_id=session_id, reason=body.reason, duration_ms=body.duration_ms)
+    return container_of(request).calls.end_call(actor(caller), cmd, checked_key(key))
+
+
+# -- by room (the worker knows its room, not always the id) ---------------------------------
+@router.get("/by-room/{room_name}", response_model=SessionPublic)
+def get_by_room(request: Request, caller: CallerDep, room_name: str) -> SessionPublic:
+    return SessionPublic(**_room_call(request, caller, room_name))
+
+
+@router.post("/by-room/{room_name}/end", response_model=Accepted)
+def end_by_room(
+    request: Request, response: Response, caller: CallerDep, room_name: str,
+    body: SessionEnd | None = None, idempotency_key: IdempotencyKey = None,
+) -> Accepted:  # fmt: skip
+    row = _room_call(request, caller, room_name, wait=True)
+    result = _end(request, caller, row["id"], body or SessionEnd(), idempotency_key)
+    return _accepted(response, result)
+
+
+@router.post("/by-room/{room_name}/transcripts", status_code=201, response_model=Accepted)
+def add_transcript_by_room(
+    request: Request, response: Response, caller: CallerDep, room_name: str,
+    body: TranscriptCreate, idempotency_key: IdempotencyKey = None,
+) -> Accepted:  # fmt: skip
+    row = _room_call(request, caller, room_name, wait=True)
+    return _accepted(response, _add_transcript(request, caller, row["id"], body, idempotency_key))
+
+
+# -- sessions -------------------------------------------------------------------------------
+@router.get("", response_model=SessionPage)
+def list_sessions(
+    request: Request, caller: CallerDep, limit: Limit = 50, offset: Offset = 0,
+    agent_id: UUID | None = None, status: Status | None = None,
+    since: Annotated[datetime | None, Query(description="initiated at or after")] = None,
+    until: Annotated[datetime | None, Query(description="initiated before")] = None,
+) -> SessionPage:  # fmt: skip
+    with container_of(request).pool.connection() as conn:
+        rows, total = call_queries.list_calls(
+            conn, caller.space_id, limit=limit, offset=offset, agent_id=agent_id,
+            status=status, since=since, until=until,
+        )  # fmt: skip
+    items = [SessionPublic(**row) for row in rows]
+    return SessionPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.post("", status_code=201, response_model=SessionPublic)
+def create_session(
+    request: Request, response: Response, caller: CallerDep, body: SessionCreate,
+    idempotency_key: IdempotencyKey = None,
+) -> SessionPublic:  # fmt: skip
+    cmd = InitiateCall(**body.model_dump())
+    result = container_of(request).calls.initiate_call(
+        actor(caller), cmd, checked_key(idempotency_key)
+    )
+    write_headers(response, result)
+    response.headers["Location"] = f"/api/sessions/{result.id}"
+    return _from_write(result)
+
+
+@router.get("/{session_id}", response_model=SessionPublic)
+def get_session(
+    request: Request, response: Response, caller: CallerDep, session_id: UUID,
+    min_version: MinVersion = None, min_version_header: MinVersionHeader = None,
+) -> SessionPublic:  # fmt: skip
+    row = read_at_least(
+        container_of(request),
+        lambda conn: call_queries.get_call(conn, caller.space_id, session_id),
+        max(min_version or 0, min_version_header or 0), f"session {session_id}",
+    )  # fmt: skip
+    if row is None:
+        raise _not_found(session_id)
+    response.headers["ETag"] = f'"{row["version"]}"'
+    return SessionPublic(**row)
+
+
+@router.patch("/{session_id}", response_model=Accepted)
+def update_session(
+    request: Request, response: Response, caller: CallerDep, session_id: UUID,
+    body: SessionUpdate, idempotency_key: IdempotencyKey = None,
+) -> Accepted:  # fmt: skip
+    if body.status == "ended":
+        end = SessionEnd(reason=body.end_reason or "completed", duration_ms=body.duration_ms)
+        return _accepted(response, _end(request, caller, session_id, end, idempotency_key))
+    calls = container_of(request).calls
+    result = calls.start_call(
+        actor(caller), StartCall(call_id=session_id), checked_key(idempotency_key)
+    )
+    return _accepted(response, result)
+
+
+@router.get("/{session_id}/transcripts", response_model=list[Transcript])
+def get_transcripts(request: Request, caller: CallerDep, session_id: UUID) -> list[Any]:
+    with container_of(request).pool.connection() as conn:
+        if call_queries.get_call(conn, caller.space_id, session_id) is None:
+            raise _not_found(session_id)
+        return call_queries.transcripts(conn, caller.space_id, session_id)
+
+
+@router.post("/{session_id}/transcripts", status_code=201, response_model=Accepted)
+def add_transcript(
+    request: Request, response: Response, caller: CallerDep, session_id: UUID,
+    body: TranscriptCreate, idempotency_key: IdempotencyKey = None,
+) -> Accepted:  # fmt: skip
+    return _accepted(response, _add_transcript(request, caller, session_id, body, idempotency_key))
+
+
+@router.get("/{session_id}/analysis", response_model=Analysis)
+def get_analysis(request: Request, caller: CallerDep, session_id: UUID) -> Analysis:
+    """Empty (``pending``) until the post-call analysis exists."""
+    with container_of(request).pool.connection() as conn:
+        if call_queries.get_call(conn, caller.space_id, session_id) is None:
+            raise _not_found(session_id)
+    return Analysis(session_id=session_id, status="pending", analysis=None)
+
+
+@router.get("/{session_id}/cost-breakdown")
+def get_cost_breakdown(request: Request, caller: CallerDep, session_id: UUID) -> Any:
+    with container_of(request).pool.connection() as conn:
+        breakdown = call_queries.cost_breakdown(conn, caller.space_id, session_id)
+    if breakdown is None:
+        raise _not_found(session_id)
+    return breakdown
+
+
+@router.post("/{session_id}/transfer", status_code=202, response_model=Accepted)
+def transfer(
+    request: Request, response: Response, caller: CallerDep, session_id: UUID,
+    body: TransferCreate, idempotency_key: IdempotencyKey = None,
+) -> Accepted:  # fmt: skip
+    cmd = RequestTransfer(call_id=session_id, mode=body.mode, target=body.target)
+    result = container_of(request).calls.request_transfer(
+        actor(caller), cmd, checked_key(idempotency_key)
+    )
+    return _accepted(response, result)

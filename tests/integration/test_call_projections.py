@@ -1,0 +1,278 @@
+"""The calls read side on the real stack: the PostgreSQL view (redelivery, rollups, queries),
+replay, and the Faust projectors into PostgreSQL and ClickHouse.
+
+Calls are built with the aggregate and saved in an event store of this module's own (no write
+side needed); the Faust projector runs as a subprocess (``voxagent projector``) fed with the
+envelopes this test produces to ``<prefix>.calls.v1``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from eventsourcing.application import Application
+
+from domain.contract import envelope
+from infra.bootstrap import Container, bootstrap, eventsourcing_env
+from infra.settings import Settings
+from projections import call_queries as q
+from projections.calls_replay import replay_calls
+from projections.calls_view import TABLES, CallsRunner, apply_call_envelopes
+from projections.pricing import catalog_from_settings
+from tests.support.call_stream import AGENTS, OTHER, SPACE, build_calls
+from tests.support.databases import isolated
+from tests.support.processes import Process, eventually
+
+pytestmark = pytest.mark.integration
+
+
+class CallStore(Application):
+    """Just an event store of Call aggregates (the write side is not under test here)."""
+
+    name = "CallProjectionsTest"
+
+
+@pytest.fixture(scope="module")
+def env(stack_settings: Settings) -> Iterator[dict[str, Any]]:
+    """This module's own databases, the calls stored, and their envelopes in store order."""
+    with isolated(stack_settings, f"{stack_settings.postgres.database}_calls") as settings:
+        container = bootstrap(settings)
+        store = CallStore(env=eventsourcing_env(settings))
+        calls = build_calls()
+        store.save(*calls)
+        envs, start = [], None
+        while batch := store.recorder.select_notifications(start, 1000, inclusive_of_start=False):
+            envs += [envelope(store.mapper.to_domain_event(n), n.id) for n in batch]
+            start = batch[-1].id
+        catalog = catalog_from_settings(settings)
+        CallsRunner(store, container.pool, catalog).run_until_caught_up()
+        yield {"container": container, "store": store, "calls": calls, "envs": envs,
+               "catalog": catalog}  # fmt: skip
+        store.close()
+        container.close()
+
+
+def snapshot(container: Container) -> dict[str, list[tuple[Any, ...]]]:
+    with container.pool.connection() as conn:
+        return {
+            name: conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3, 4, 5").fetchall()
+            for name in TABLES.values()
+        }
+
+
+def test_redelivered_and_overlapping_batches_change_nothing(env: dict[str, Any]) -> None:
+    container, envs = env["container"], env["envs"]
+    before = snapshot(container)
+    assert len(before["calls"]) == 8 and before["cost_daily"]
+    with container.pool.connection() as conn:
+        # the same envelopes again from another source, in overlapping batches of 7
+        for n, start in enumerate(range(0, len(envs), 5)):
+            changes = apply_call_envelopes(
+                conn, envs[start : start + 7], "calls", "redelivered#0", n + 1,
+                catalog=env["catalog"],
+            )  # fmt: skip
+            assert changes is not None and changes.calls == {}
+        # and a batch already tracked is skipped as a whole
+        assert apply_call_envelopes(conn, envs, "calls", "redelivered#0", 1,
+                                    catalog=env["catalog"]) is None  # fmt: skip
+    assert snapshot(container) == before
+
+
+def test_rollups_equal_the_sum_over_usage_and_the_call_totals(env: dict[str, Any]) -> None:
+    with env["container"].pool.connection() as conn:
+        by_usage = conn.execute(
+            "SELECT space_id, day, agent_id, provider, category, sum(quantity), sum(cost_usd), "
+            "count(*) FROM call_usage GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
+        rollup = conn.execute(
+            "SELECT space_id, day, agent_id, provider, category, quantity, cost_usd, usage_count "
+            "FROM cost_daily ORDER BY 1, 2, 3, 4, 5"
+        ).fetchall()
+        totals = conn.execute(
+            "SELECT c.id, c.total_cost_usd, c.usage_count, sum(u.cost_usd), count(u.*) "
+            "FROM calls c JOIN call_usage u ON u.call_id = c.id GROUP BY 1, 2, 3"
+        ).fetchall()
+    assert rollup == by_usage
+    assert all(total == summed and n == m for _, total, n, summed, m in totals)
+    assert len(totals) == 8 and all(t[1] > 0 for t in totals)
+
+
+def test_call_rows_and_transcripts_in_spoken_order(env: dict[str, Any]) -> None:
+    calls = env["calls"]
+    with env["container"].pool.connection() as conn:
+        row = q.get_call(conn, SPACE, calls[2].id)
+        assert row is not None and row["status"] == "ended"
+        assert (row["transfer_mode"], row["transfer_status"]) == ("warm", "completed")
+        assert (row["transcript_count"], row["tool_call_count"], row["turn_count"]) == (8, 4, 4)
+        assert q.get_call(conn, OTHER, calls[2].id) is None
+        assert q.get_call(conn, SPACE, "not-a-uuid") is None
+        assert q.call_version(conn, SPACE, calls[2].id) == calls[2].version
+        assert q.get_call(conn, SPACE, calls[5].id)["status"] == "in_progress"
+        assert q.get_call_by_room(conn, SPACE, "room-3")["id"] == calls[3].id
+        assert q.get_call_by_room(conn, OTHER, "room-3") is None
+        lines = q.transcripts(conn, SPACE, calls[4].id)
+        assert [ln["start_ms"] for ln in lines] == sorted(ln["start_ms"] for ln in lines)
+        assert [ln["seq"] for ln in lines] != sorted(ln["seq"] for ln in lines)  # shuffled
+        assert lines[0]["speaker"] == "user" and len(lines) == 6
+        assert q.transcripts(conn, OTHER, calls[4].id) == []
+        tools = q.tool_calls(conn, SPACE, calls[0].id)
+        assert [t["status"] for t in tools] == ["error", "ok"] and tools[0]["arguments"] == {
+            "turn": 0
+        }
+        assert len(q.turns(conn, SPACE, calls[0].id)) == 2
+
+
+def test_list_calls_pages_filters_and_totals(env: dict[str, Any]) -> None:
+    calls = env["calls"]
+    with env["container"].pool.connection() as conn:
+        rows, total = q.list_calls(conn, SPACE, limit=3, offset=0)
+        assert total == 7 and [r["id"] for r in rows] == [c.id for c in calls[6:3:-1]]
+        rows, total = q.list_calls(conn, SPACE, limit=3, offset=6)
+        assert total == 7 and [r["id"] for r in rows] == [calls[0].id]
+        assert q.list_calls(conn, SPACE, limit=3, offset=9) == ([], 7)
+        by_agent = q.list_calls(conn, SPACE, limit=10, offset=0, agent_id=AGENTS[1])
+        assert {r["id"] for r in by_agent[0]} == {calls[1].id, calls[3].id, calls[5].id}
+        active = q.list_calls(conn, SPACE, limit=10, offset=0, status="in_progress")
+        assert [r["id"] for r in active[0]] == [calls[5].id]
+        window = q.list_calls(conn, SPACE, limit=10, offset=0, since=date(2025, 3, 4),
+                              until=datetime(2025, 3, 6, tzinfo=UTC))  # fmt: skip
+        assert [r["id"] for r in window[0]] == [calls[2].id, calls[1].id]
+        assert q.list_calls(conn, OTHER, limit=10, offset=0)[1] == 1
+
+
+def test_cost_breakdown_summary_timeline_and_by_agent(env: dict[str, Any]) -> None:
+    calls = env["calls"]
+    with env["container"].pool.connection() as conn:
+        usage = dict(conn.execute(
+            "SELECT category, sum(cost_usd) FROM call_usage WHERE space_id = %s GROUP BY 1",
+            (SPACE,)).fetchall())  # fmt: skip
+        total = sum(usage.values())
+        breakdown = q.cost_breakdown(conn, SPACE, calls[0].id)
+        assert breakdown is not None and q.cost_breakdown(conn, OTHER, calls[0].id) is None
+        categories = breakdown["categories"].values()
+        assert breakdown["total_usd"] == sum(c["cost_usd"] for c in categories)
+        assert sum(ln["cost_usd"] for ln in breakdown["lines"]) == breakdown["total_usd"]
+        stt = breakdown["categories"]["stt"]
+        assert stt["unit"] == "minutes" and stt["quantity"] == Decimal("8.4") / 60
+        assert breakdown["categories"]["llm_input"]["quantity"] == 850 + 867
+        summary = q.cost_summary(conn, SPACE)
+        assert summary["total_usd"] == total and summary["call_count"] == 7
+        assert {k: v["cost_usd"] for k, v in summary["by_category"].items()} == usage
+        assert {p["provider"] for p in summary["by_provider"]} == {
+            "deepgram", "openai", "elevenlabs", "twilio"
+        }  # fmt: skip
+        assert sum(p["cost_usd"] for p in summary["by_provider"]) == total
+        part = q.cost_summary(conn, SPACE, date(2025, 3, 4), date(2025, 3, 6))
+        assert part["call_count"] == 2 and 0 < part["total_usd"] < total
+        days = q.cost_timeline(conn, SPACE, "day")
+        weeks = q.cost_timeline(conn, SPACE, "week")
+        months = q.cost_timeline(conn, SPACE, "month")
+        assert [d["period"] for d in days] == [date(2025, 3, d) for d in (3, 4, 5, 6, 8, 9, 10)]
+        assert [w["period"] for w in weeks] == [date(2025, 3, 3), date(2025, 3, 10)]
+        assert [m["period"] for m in months] == [date(2025, 3, 1)]
+        assert sum(d["cost_usd"] for d in days) == months[0]["cost_usd"] == total
+        agents = q.cost_by_agent(conn, SPACE)
+        assert {a["agent_id"] for a in agents} == set(AGENTS)
+        assert sum(a["cost_usd"] for a in agents) == total
+        assert sorted(a["call_count"] for a in agents) == [3, 4]
+        with pytest.raises(ValueError):
+            q.cost_timeline(conn, SPACE, "year")  # type: ignore[arg-type]
+
+
+def test_replay_check_equals_live(env: dict[str, Any]) -> None:
+    report = replay_calls(env["container"], app=env["store"], catalog=env["catalog"])
+    assert report.events == len(env["envs"]) and report.rows["calls"] == (8, 8)
+    assert report.equal, report.differences
+    key = "space_id = %s AND day = %s AND agent_id = %s AND provider = %s AND category = %s"
+    with env["container"].pool.connection() as conn:
+        one = conn.execute("SELECT space_id, day, agent_id, provider, category FROM cost_daily "
+                           "ORDER BY 1, 2, 3, 4, 5 LIMIT 1").fetchone()  # fmt: skip
+        conn.execute(f"UPDATE cost_daily SET cost_usd = cost_usd + 1 WHERE {key}", one)
+        conn.commit()
+        try:
+            broken = replay_calls(env["container"], app=env["store"], catalog=env["catalog"])
+            assert broken.differences == {"cost_daily": (1, 1)}
+        finally:
+            conn.execute(f"UPDATE cost_daily SET cost_usd = cost_usd - 1 WHERE {key}", one)
+            conn.commit()
+    assert replay_calls(env["container"], app=env["store"], catalog=env["catalog"]).equal
+
+
+# -- the Faust projectors ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def faust(
+    stack_settings: Settings, env: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """Databases of their own, the calls topics, and ``voxagent projector`` running on them."""
+    from adapters.kafka.topics import domain_topics, ensure_topics
+
+    name = f"{stack_settings.postgres.database}_callsfaust"
+    with isolated(stack_settings, name) as settings:
+        ensure_topics(settings, domain_topics(settings))
+        proc = Process("projector", settings, Path(tmp_path_factory.mktemp("calls-faust")))
+        proc.start()
+        container = bootstrap(settings)
+        try:
+            yield {"settings": settings, "container": container, "process": proc}
+        finally:
+            proc.stop()
+            container.close()
+
+
+def produce(settings: Settings, envs: list[dict[str, Any]], raw: list[bytes] = ()) -> None:  # type: ignore[assignment]
+    topic = f"{settings.topic_prefix}.calls.v1"
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "linger.ms": 5})
+    for message in raw:
+        producer.produce(topic, message, key=b"malformed")
+    for e in envs:
+        producer.produce(topic, json.dumps(e).encode(), key=e["aggregate_id"].encode())
+    assert producer.flush(30) == 0
+
+
+def pg_totals(container: Container) -> dict[str, tuple[int, int]]:
+    with container.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT id::text, version, (total_cost_usd * 1000000)::bigint FROM calls"
+        ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_faust_projects_calls_into_postgres_and_clickhouse_alike(
+    env: dict[str, Any], faust: dict[str, Any]
+) -> None:
+    settings, container = faust["settings"], faust["container"]
+    envs = env["envs"]
+    produce(settings, envs[:40], raw=[b"{not json", json.dumps({"type": "call.started"}).encode()])
+    produce(settings, envs)  # the first 40 twice: a relay re-publishing after a crash
+    expected = pg_totals(env["container"])  # what the in-process view made of the same events
+    eventually(lambda: pg_totals(container) == expected, timeout=120,
+               what="the Faust calls read model", processes=(faust["process"],))  # fmt: skip
+    assert snapshot(container) == snapshot(env["container"])
+    client = container.clickhouse()
+
+    def ch_totals() -> dict[str, tuple[int, int]]:
+        rows = client.execute("SELECT call_id, version, total_cost_micros FROM calls FINAL")
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    eventually(lambda: ch_totals() == expected, timeout=60, what="ClickHouse calls")
+    usage = client.execute("SELECT count(), sum(cost_micros) FROM usage FINAL")[0]
+    with container.pool.connection() as conn:
+        pg_usage = conn.execute(
+            "SELECT count(*), (sum(cost_usd) * 1000000)::bigint FROM call_usage"
+        ).fetchone()
+    assert tuple(usage) == tuple(pg_usage)
+    for table, pg_table in (("transcripts", "call_transcripts"), ("turns", "call_turns"),
+                            ("tool_calls", "call_tool_calls")):  # fmt: skip
+        (n,) = client.execute(f"SELECT count() FROM {table} FINAL")[0]
+        with container.pool.connection() as conn:
+            assert n == conn.execute(f"SELECT count(*) FROM {pg_table}").fetchone()[0]
+    (events,) = client.execute("SELECT uniqExact(event_id) FROM events")[0]
+    assert events == len(envs)
+    client.disconnect()

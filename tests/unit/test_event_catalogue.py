@@ -5,11 +5,16 @@ import re
 import pytest
 
 from domain.agents import VoiceAgent
+from domain.calls import Call
 from infra.settings import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
-EVENTS = [VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived]
+EVENTS = [
+    VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived,
+    Call.Created, Call.Started, Call.TranscriptAdded, Call.ToolInvoked, Call.TransferRequested,
+    Call.TransferCompleted, Call.UsageRecorded, Call.TurnMetricsRecorded, Call.Ended,
+]  # fmt: skip
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "space_id"}
 
 

@@ -6,20 +6,16 @@ method, saves (optimistic concurrency) and returns ``Result(id, version, positio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
 from pydantic import BaseModel, Field
 
 from commands.group_commit import GroupCommit
-from commands.idempotency import (
-    IdempotencyKeyReused,
-    IdempotencyRecord,
-    fingerprint,
-)
+from commands.writes import IdempotentWrites, Written
 from domain.agent_config import AgentConfig
 from domain.agents import VoiceAgent
 
@@ -77,40 +73,37 @@ class AgentsApplication(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self._group_commit = GroupCommit(self.save)
+        self._writes = IdempotentWrites(self, self._group_commit, _conflict)
 
     # -- commands -------------------------------------------------------------------------
     def create_agent(
         self, actor: Actor, cmd: CreateAgent, idempotency_key: str | None = None
     ) -> Result:
-        payload = cmd.model_dump(mode="json")
-        replay = self._replay(actor, idempotency_key, "create_agent", payload)
-        if replay:
-            return replay
-        agent = VoiceAgent.create(actor.space_id, cmd.config, actor.subject)
-        return self._save(actor, agent, idempotency_key, "create_agent", payload)
+        return self._command(
+            actor, cmd, idempotency_key, "create_agent",
+            lambda: VoiceAgent.create(actor.space_id, cmd.config, actor.subject),
+        )  # fmt: skip
 
     def update_agent(
         self, actor: Actor, cmd: UpdateAgent, idempotency_key: str | None = None
     ) -> Result:
-        payload = cmd.model_dump(mode="json")
-        replay = self._replay(actor, idempotency_key, "update_agent", payload)
-        if replay:
-            return replay
-        agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
-        if not agent.update(cmd.patch, actor.subject):
-            return Result(agent.id, agent.version, self._position(agent), agent)
-        return self._save(actor, agent, idempotency_key, "update_agent", payload)
+        def apply() -> VoiceAgent | Written:
+            agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
+            if not agent.update(cmd.patch, actor.subject):
+                return self._writes.unchanged(agent)
+            return agent
+
+        return self._command(actor, cmd, idempotency_key, "update_agent", apply)
 
     def archive_agent(
         self, actor: Actor, cmd: ArchiveAgent, idempotency_key: str | None = None
     ) -> Result:
-        payload = cmd.model_dump(mode="json")
-        replay = self._replay(actor, idempotency_key, "archive_agent", payload)
-        if replay:
-            return replay
-        agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
-        agent.archive(actor.subject)
-        return self._save(actor, agent, idempotency_key, "archive_agent", payload)
+        def apply() -> VoiceAgent:
+            agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
+            agent.archive(actor.subject)
+            return agent
+
+        return self._command(actor, cmd, idempotency_key, "archive_agent", apply)
 
     # -- queries on the write model (used by other contexts, e.g. calls) -------------------
     def get_agent(self, actor: Actor, agent_id: UUID, version: int | None = None) -> VoiceAgent:
@@ -133,41 +126,22 @@ class AgentsApplication(Application[UUID]):
             )
         return agent
 
-    def _save(
-        self, actor: Actor, agent: VoiceAgent, key: str | None, command: str, payload: Any
-    ) -> Result:
-        record = None
-        if key is not None:
-            record = IdempotencyRecord(
-                actor.space_id,
-                key,
-                command,
-                fingerprint(command, payload),
-                agent.id,
-                agent.version,
-            )
-        try:
-            position = self._group_commit.commit(agent.collect_events(), record)
-        except IntegrityError:
-            replay = self._replay(actor, key, command, payload)
-            if replay:
-                return replay
-            raise ConcurrentModification(
-                f"agent {agent.id} was changed concurrently; reload it and retry"
-            ) from None
-        return Result(agent.id, agent.version, position, agent)
+    def _command(
+        self, actor: Actor, cmd: BaseModel, key: str | None, command: str,
+        apply: Callable[[], VoiceAgent | Written],
+    ) -> Result:  # fmt: skip
+        """Replay the key's first result, or run ``apply`` and save what it changed."""
+        payload = cmd.model_dump(mode="json")
+        written = self._writes.replay(actor.space_id, key, command, payload)
+        if written is None:
+            outcome = apply()
+            if isinstance(outcome, Written):
+                written = outcome
+            else:
+                written = self._writes.save(actor.space_id, outcome, key, command, payload)
+        return Result(written.id, written.version, written.position, written.aggregate,
+                      written.replayed)  # fmt: skip
 
-    def _replay(self, actor: Actor, key: str | None, command: str, payload: Any) -> Result | None:
-        if key is None:
-            return None
-        record = self.recorder.get_idempotency_record(actor.space_id, key)  # type: ignore[attr-defined]
-        if record is None:
-            return None
-        if record.command != command or record.fingerprint != fingerprint(command, payload):
-            raise IdempotencyKeyReused(key)
-        agent: VoiceAgent = self.repository.get(record.aggregate_id, version=record.version)
-        position = self.recorder.position_of(record.aggregate_id, record.version)  # type: ignore[attr-defined]
-        return Result(record.aggregate_id, record.version, position, agent, replayed=True)
 
-    def _position(self, agent: VoiceAgent) -> int | None:
-        return self.recorder.position_of(agent.id, agent.version)  # type: ignore[attr-defined]
+def _conflict(agent: VoiceAgent) -> Exception:
+    return ConcurrentModification(f"agent {agent.id} was changed concurrently; reload it and retry")

@@ -1,9 +1,6 @@
 """What every command handler does around its one aggregate method, for any aggregate type:
 answer a replayed Idempotency-Key with the first result, and save through the group commit with
 the key's record in the same transaction (DESIGN §4, §8).
-
-``commands/agents.py`` predates this module and has the same logic inline; new applications
-(calls, ...) use ``IdempotentWrites``.
 """
 
 from __future__ import annotations

@@ -3,12 +3,19 @@
 ``apply_to_call`` applies a call's signals in order to its (possibly not yet existing) aggregate
 and tells, per signal, whether it was applied, a duplicate (changed nothing) or rejected with a
 stable code. The Calls application loads, calls this, and saves (``CallsApplication``).
+
+``Parking`` holds what ingest could not apply yet because its call does not exist yet
+(``unknown_call``: the worker's signals overtook the provider's ``call.initiated``), per call and
+in order, for a bounded time and number; ingest retries them with later batches.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, NamedTuple, TypeVar
 from uuid import UUID
 
 from commands.signals import (
@@ -161,3 +168,91 @@ def _apply_existing(call: Call, s: Signal) -> SignalOutcome:
     except DomainError as exc:
         return SignalOutcome.of(s, "rejected", exc.code, exc.message)
     return SignalOutcome.of(s, "applied" if changed else "duplicate")
+
+
+T = TypeVar("T")
+
+
+class Parked(NamedTuple, Generic[T]):
+    item: T
+    since: float  # when it was first parked (clock seconds)
+
+
+class Parking(Generic[T]):
+    """Items of calls that do not exist yet, per call in arrival order (plain, no Kafka).
+
+    ``park`` appends (an item re-parked after a failed retry keeps its first ``since``);
+    ``take`` removes whole calls for a retry: the ones named (a new batch touches them) and,
+    with ``due``, every call not retried for ``retry_every`` seconds. ``expire`` removes what
+    waited ``max_age`` seconds. Beyond ``max_items`` the oldest parked call loses its oldest
+    item (``park`` returns the evicted). A call's items only ever leave from the front, so
+    whatever is applied later keeps the order in which the call's signals arrived.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_age: float = 30.0,
+        max_items: int = 10_000,
+        retry_every: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_age, self.max_items, self.retry_every = max_age, max_items, retry_every
+        self.clock = clock
+        self._calls: OrderedDict[UUID, deque[Parked[T]]] = OrderedDict()
+        self._retry_at: dict[UUID, float] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
+
+    def park(self, call_id: UUID, item: T, since: float | None = None) -> list[T]:
+        """Hold ``item`` behind the call's other parked items; the items evicted to make room."""
+        now = self.clock()
+        if call_id not in self._calls:
+            self._calls[call_id] = deque()
+            self._retry_at[call_id] = now + self.retry_every
+        self._calls[call_id].append(Parked(item, now if since is None else since))
+        self._count += 1
+        evicted: list[T] = []
+        while self._count > self.max_items:
+            oldest = next(iter(self._calls))
+            evicted.append(self._pop_front(oldest).item)
+        return evicted
+
+    def take(
+        self, call_ids: Iterable[UUID] = (), *, due: bool = True, everything: bool = False
+    ) -> list[Parked[T]]:
+        """Remove and return the items of ``call_ids`` and (``due``) of calls due for a retry
+        (or of every call), whole calls in parking order."""
+        now = self.clock()
+        wanted = set(self._calls) if everything else {c for c in call_ids if c in self._calls}
+        if due:
+            wanted |= {c for c, at in self._retry_at.items() if at <= now}
+        taken: list[Parked[T]] = []
+        for call_id in [c for c in self._calls if c in wanted]:  # in parking order
+            items = self._calls.pop(call_id)
+            del self._retry_at[call_id]
+            self._count -= len(items)
+            taken.extend(items)
+        return taken
+
+    def expire(self) -> list[T]:
+        """Remove and return every item parked ``max_age`` seconds ago or earlier."""
+        limit = self.clock() - self.max_age
+        expired: list[T] = []
+        for call_id in list(self._calls):
+            while call_id in self._calls and self._calls[call_id][0].since <= limit:
+                expired.append(self._pop_front(call_id).item)
+        return expired
+
+    def _pop_front(self, call_id: UUID) -> Parked[T]:
+        items = self._calls[call_id]
+        first = items.popleft()
+        self._count -= 1
+        if not items:
+            del self._calls[call_id], self._retry_at[call_id]
+        return first

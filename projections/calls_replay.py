@@ -1,10 +1,16 @@
-"""Rebuild the calls read model from the event store aside and compare it with the live one
-(``voxagent replay calls --check``, DESIGN §5).
+"""Rebuild the calls read model from the event store (``voxagent replay calls``, DESIGN §5).
 
 Every calls table (``projections.calls_view.TABLES``, the ``cost_daily`` rollup included) gets a
 ``<name>_rebuild`` twin; the Calls application's whole notification log is projected into them
-by the same projector and view as the live path, then each pair is compared row for row
-(``EXCEPT ALL`` both ways, every column). The rebuild is dropped afterwards.
+by the same projector and view as the live path (``projections.replay.rebuild``). With
+``check_only`` each pair is then compared row for row (``EXCEPT ALL`` both ways, every column)
+and the rebuild dropped. Otherwise the twins replace the live tables in ONE transaction
+(``projections.replay.swap_rebuild``): the six live tables are locked ``ACCESS EXCLUSIVE``
+(``calls`` first, as the live view does), the rebuild catches up to the event store's head, the
+tables are renamed, the old ones dropped and their index and constraint names restored. A live
+projector blocked on the lock then writes into the new tables: call rows are version-guarded,
+event rows keyed by ``(call_id, seq)`` and ``cost_daily`` is incremented only by usage rows
+actually inserted, so nothing is lost and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from psycopg.sql import SQL, Identifier
 
 from projections.calls_view import TABLES, CallsRunner, table_names
 from projections.pricing import Catalog, catalog_from_settings
+from projections.replay import rebuild
 
 PROJECTION = "calls_rebuild"
 REBUILD = table_names("_rebuild")
@@ -33,28 +40,11 @@ class CallsReplayReport:
     rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # table -> (live, rebuilt)
     # table -> (rows only live, rows only rebuilt)
     differences: dict[str, tuple[int, int]] = field(default_factory=dict)
+    swapped: bool = False
 
     @property
     def equal(self) -> bool:
         return not self.differences
-
-
-def _prepare(conn: Connection[Any]) -> None:
-    with conn.transaction():
-        for key, live in TABLES.items():
-            rebuild = Identifier(REBUILD[key])
-            conn.execute(SQL("DROP TABLE IF EXISTS {}").format(rebuild))
-            conn.execute(
-                SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(rebuild, Identifier(live))
-            )
-        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (PROJECTION,))
-
-
-def _cleanup(conn: Connection[Any]) -> None:
-    with conn.transaction():
-        for name in REBUILD.values():
-            conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(name)))
-        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (PROJECTION,))
 
 
 def _count(conn: Connection[Any], query: Any) -> int:
@@ -76,6 +66,12 @@ def compare_calls(conn: Connection[Any], report: CallsReplayReport) -> CallsRepl
     return report
 
 
+def _count_swapped(conn: Connection[Any], report: CallsReplayReport) -> None:
+    for key, live in TABLES.items():
+        n = _count(conn, SQL("SELECT count(*) FROM {}").format(Identifier(live)))
+        report.rows[key] = (n, n)
+
+
 def replay_calls(
     container: Any,
     *,
@@ -85,11 +81,8 @@ def replay_calls(
     progress: Progress | None = None,
     batch_size: int = 1000,
 ) -> CallsReplayReport:
-    """Rebuild the calls read model aside from ``app`` (default ``container.calls``) and compare.
-
-    Only ``check_only`` exists so far: swapping the rebuild in is the agents replay's job."""
-    if not check_only:
-        raise NotImplementedError("replay calls supports --check only (compare, change nothing)")
+    """Rebuild the calls read model aside from ``app`` (default ``container.calls``); compare
+    it with the live one (``check_only``, the default) or swap it in."""
     say = progress or (lambda _msg: None)
     app = app if app is not None else container.calls
     catalog = catalog if catalog is not None else catalog_from_settings(container.settings)
@@ -103,18 +96,33 @@ def replay_calls(
         report.events += events
         report.position = position
 
+    def on_events(events: int) -> None:
+        report.events += events
+
     runner.on_batch = on_batch
     with container.pool.connection() as conn:
-        _prepare(conn)
-        try:
-            runner.run_until_caught_up()
-            compare_calls(conn, report)
-        finally:
-            _cleanup(conn)
+        report.position = rebuild(
+            conn,
+            runner,
+            {live: REBUILD[key] for key, live in TABLES.items()},
+            PROJECTION,
+            swap=not check_only,
+            inspect=lambda c: compare_calls(c, report),
+            on_events=on_events,
+            before_commit=lambda c: _count_swapped(c, report),
+        )
+    report.swapped = not check_only
     report.seconds = time.monotonic() - started
+    rows = ", ".join(f"{k} {live}/{rebuilt}" for k, (live, rebuilt) in report.rows.items())
+    outcome = (
+        "swapped in"
+        if report.swapped
+        else f"DIFFERENT: {report.differences}"
+        if report.differences
+        else "equal"
+    )
     say(
-        f"replayed {report.events} call events in {report.seconds:.1f}s; "
-        + ", ".join(f"{k} {live}/{rebuilt}" for k, (live, rebuilt) in report.rows.items())
-        + (f"; DIFFERENT: {report.differences}" if report.differences else "; equal")
+        f"replayed {report.events} call events in {report.seconds:.1f}s "
+        f"(position {report.position}); {rows}; {outcome}"
     )
     return report

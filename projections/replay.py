@@ -6,12 +6,15 @@ the rebuild replaces the live table atomically: under ``ACCESS EXCLUSIVE`` on ``
 rebuild catches up to the last notification, the tables are renamed and the old one dropped. A
 live projector blocked on the lock then writes into the new table, version-guarded, so nothing
 it applied is lost and nothing is applied twice.
+
+``rebuild`` (build aside, then compare or swap) and ``swap_rebuild`` work on any set of tables
+and any runner: the calls replay (``projections.calls_replay``) swaps its six tables with them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,7 @@ from projections.runner import InProcessRunner
 LIVE = "agents"
 REBUILD = "agents_rebuild"
 Progress = Callable[[str], None]
+Tables = Mapping[str, str]  # live table -> its rebuild
 
 
 @dataclass
@@ -47,21 +51,24 @@ class ReplayReport:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def _prepare(conn: Connection[Any]) -> None:
+def prepare_rebuild(conn: Connection[Any], tables: Tables, projection: str) -> None:
+    """Create an empty twin of every live table (``LIKE ... INCLUDING ALL``), fresh tracking."""
     with conn.transaction():
-        conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(REBUILD)))
-        conn.execute(
-            SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
-                Identifier(REBUILD), Identifier(LIVE)
+        for live, rebuild in tables.items():
+            conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(rebuild)))
+            conn.execute(
+                SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                    Identifier(rebuild), Identifier(live)
+                )
             )
-        )
-        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (REBUILD,))
+        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (projection,))
 
 
-def _cleanup(conn: Connection[Any]) -> None:
+def drop_rebuild(conn: Connection[Any], tables: Tables, projection: str) -> None:
     with conn.transaction():
-        conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(REBUILD)))
-        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (REBUILD,))
+        for rebuild in tables.values():
+            conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(rebuild)))
+        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (projection,))
 
 
 def compare(conn: Connection[Any], report: ReplayReport) -> ReplayReport:
@@ -84,50 +91,99 @@ def compare(conn: Connection[Any], report: ReplayReport) -> ReplayReport:
     return report
 
 
-def _rename_indexes(conn: Connection[Any], old_names: dict[str, str]) -> None:
-    """Give the new table's indexes the old table's names (matched by their definition)."""
-    for name, definition in conn.execute(
+def _index_names(conn: Connection[Any], table: str) -> dict[str, str]:
+    """``{definition after USING: index name}`` of ``table``'s indexes."""
+    rows = conn.execute(
         "SELECT indexname, indexdef FROM pg_indexes "
         "WHERE schemaname = current_schema() AND tablename = %s",
-        (LIVE,),
-    ).fetchall():
-        wanted = old_names.get(definition.split(" USING ", 1)[-1])
+        (table,),
+    ).fetchall()
+    return {definition.split(" USING ", 1)[-1]: name for name, definition in rows}
+
+
+def _rename_indexes(conn: Connection[Any], table: str, old_names: dict[str, str]) -> None:
+    """Give the new table's indexes (and so their constraints) the old table's names."""
+    for definition, name in _index_names(conn, table).items():
+        wanted = old_names.get(definition)
         if wanted and wanted != name:
             conn.execute(
                 SQL("ALTER INDEX {} RENAME TO {}").format(Identifier(name), Identifier(wanted))
             )
 
 
-def _swap(conn: Connection[Any], runner: InProcessRunner, report: ReplayReport) -> None:
+def swap_rebuild(
+    conn: Connection[Any],
+    runner: InProcessRunner,
+    tables: Tables,
+    projection: str,
+    *,
+    on_events: Callable[[int], None] = lambda _n: None,
+    before_commit: Callable[[Connection[Any]], None] = lambda _c: None,
+) -> int:
+    """Replace every live table by its rebuild in ONE transaction; the position reached.
+
+    The live tables are locked ``ACCESS EXCLUSIVE`` in the order given (a live view touches the
+    first one first, so waiting for it cannot deadlock), the rebuild catches up to the event
+    store's head, the tables are renamed, the old ones dropped and index names restored."""
+    live_tables = list(tables)
     with conn.transaction():
-        conn.execute(SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(Identifier(LIVE)))
+        conn.execute(
+            SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+                SQL(", ").join(Identifier(t) for t in live_tables)
+            )
+        )
         # everything a live projector could have applied is in the store by now
         while batch := runner.envelopes(runner.position_in(conn)):
             runner.apply(batch, conn)
-            report.events += len(batch)
-        report.position = runner.position_in(conn)
-        old_names = {
-            d.split(" USING ", 1)[-1]: n
-            for n, d in conn.execute(
-                "SELECT indexname, indexdef FROM pg_indexes "
-                "WHERE schemaname = current_schema() AND tablename = %s",
-                (LIVE,),
-            ).fetchall()
-        }
-        retired = f"{LIVE}_retired"
-        conn.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(retired)))
-        conn.execute(
-            SQL("ALTER TABLE {} RENAME TO {}").format(Identifier(LIVE), Identifier(retired))
+            on_events(len(batch))
+        position = runner.position_in(conn)
+        old_names = {live: _index_names(conn, live) for live in live_tables}
+        for live, rebuild in tables.items():
+            retired = Identifier(f"{live}_retired")
+            conn.execute(SQL("DROP TABLE IF EXISTS {}").format(retired))
+            conn.execute(SQL("ALTER TABLE {} RENAME TO {}").format(Identifier(live), retired))
+            conn.execute(
+                SQL("ALTER TABLE {} RENAME TO {}").format(Identifier(rebuild), Identifier(live))
+            )
+            conn.execute(SQL("DROP TABLE {}").format(retired))
+        for live in live_tables:
+            _rename_indexes(conn, live, old_names[live])
+        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (projection,))
+        before_commit(conn)
+    return position
+
+
+def rebuild(
+    conn: Connection[Any],
+    runner: InProcessRunner,
+    tables: Tables,
+    projection: str,
+    *,
+    swap: bool,
+    inspect: Callable[[Connection[Any]], object],
+    on_events: Callable[[int], None] = lambda _n: None,
+    before_commit: Callable[[Connection[Any]], None] = lambda _c: None,
+) -> int:
+    """Project ``runner``'s whole log into fresh twins of ``tables`` (``{live: rebuild}``),
+    then ``inspect`` them (compare with the live ones) and drop them, or (``swap``) put them
+    in place of the live ones.
+    ``runner`` must write into the twins under ``projection``. Returns the position reached."""
+    prepare_rebuild(conn, tables, projection)
+    swapped = False
+    try:
+        runner.run_until_caught_up()
+        if not swap:
+            position = runner.position_in(conn)
+            inspect(conn)
+            return position
+        position = swap_rebuild(
+            conn, runner, tables, projection, on_events=on_events, before_commit=before_commit
         )
-        conn.execute(
-            SQL("ALTER TABLE {} RENAME TO {}").format(Identifier(REBUILD), Identifier(LIVE))
-        )
-        conn.execute(SQL("DROP TABLE {}").format(Identifier(retired)))
-        _rename_indexes(conn, old_names)
-        conn.execute("DELETE FROM projection_tracking WHERE projection = %s", (REBUILD,))
-        found = conn.execute(SQL("SELECT count(*) FROM {}").format(Identifier(LIVE))).fetchone()
-        report.live_rows = report.rebuilt_rows = int(found[0]) if found else 0
-    report.swapped = True
+        swapped = True
+        return position
+    finally:
+        if not swapped:
+            drop_rebuild(conn, tables, projection)
 
 
 def replay_agents(
@@ -155,18 +211,26 @@ def replay_agents(
             last = now
 
     runner.on_batch = on_batch
+
+    def count_live(conn: Connection[Any]) -> None:
+        found = conn.execute(SQL("SELECT count(*) FROM {}").format(Identifier(LIVE))).fetchone()
+        report.live_rows = report.rebuilt_rows = int(found[0]) if found else 0
+
+    def add_events(events: int) -> None:
+        report.events += events
+
     with container.pool.connection() as conn:
-        _prepare(conn)
-        try:
-            runner.run_until_caught_up()
-            if check_only:
-                report.position = runner.position_in(conn)
-                compare(conn, report)
-            else:
-                _swap(conn, runner, report)
-        finally:
-            if check_only or not report.swapped:
-                _cleanup(conn)
+        report.position = rebuild(
+            conn,
+            runner,
+            {LIVE: REBUILD},
+            REBUILD,
+            swap=not check_only,
+            inspect=lambda c: compare(c, report),
+            on_events=add_events,
+            before_commit=count_live,
+        )
+    report.swapped = not check_only
     report.seconds = time.monotonic() - started
     report.position = report.position or runner.position()
     say(

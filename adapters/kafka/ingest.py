@@ -7,7 +7,14 @@ per batch, DESIGN §8), and dead-letters what was rejected to ``<ingress topic>.
 ``dlq.error`` (the code), ``dlq.message`` and ``dlq.source`` (``topic#partition@offset``). The
 body never raises (Faust would acknowledge the batch anyway): infrastructure errors are retried
 with backoff, then signal by signal, and what still fails is dead-lettered as ``ingest_failed``.
-Built by a factory: nothing connects at import time.
+
+Signals of a call that does not exist yet (``unknown_call``: worker and provider signals come on
+two topics, so the worker's may overtake the provider's ``call.initiated``) are not dead-lettered
+at once: they wait in a bounded in-memory ``Parking`` and are retried in order with the next
+batch that touches their call, and every ``RETRY_EVERY`` seconds (a timer), ahead of that
+call's newer signals; ``call.initiated`` goes first in a batch. What waited ``PARK_SECONDS`` in
+vain, or is pushed out by ``PARK_MAX`` newer ones, or is still parked when the worker stops, is
+dead-lettered as ``unknown_call``. Built by a factory: nothing connects at import time.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from adapters.kafka.topics import DLQ_SUFFIX, ingress_topics
-from commands.call_ingest import SignalOutcome
-from commands.signals import Signal, SignalRejected, parse_signal
+from commands.call_ingest import Parking, SignalOutcome
+from commands.signals import CallInitiatedSignal, Signal, SignalRejected, parse_signal
 
 log = logging.getLogger(__name__)
 BATCH, WITHIN = 500, 0.05
 ATTEMPTS, BACKOFF = 5, 0.2  # 0.2 + 0.4 + 0.8 + 1.6 s of backoff before signal by signal
+PARK_SECONDS, PARK_MAX, RETRY_EVERY = 30.0, 10_000, 0.5  # signals of calls not known yet
 
 Apply = Callable[[list[Signal]], list[SignalOutcome]]
 Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Any]]
@@ -42,6 +50,7 @@ class Item:
     key: bytes | None
     raw: bytes | None
     signal: Signal | None = None
+    parked_since: float | None = None  # when it was first parked (unknown call)
 
     @property
     def source(self) -> str:
@@ -52,19 +61,43 @@ class Ingest:
     """The batch handling of the agent, free of Faust: ``apply`` saves, ``send`` dead-letters."""
 
     def __init__(
-        self, apply: Apply, send: Send, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF
+        self,
+        apply: Apply,
+        send: Send,
+        *,
+        attempts: int = ATTEMPTS,
+        backoff: float = BACKOFF,
+        parking: Parking[Item] | None = None,
     ) -> None:
         self.apply, self.send = apply, send
         self.attempts, self.backoff = attempts, backoff
+        self.parking: Parking[Item] = (
+            parking
+            if parking is not None
+            else Parking(max_age=PARK_SECONDS, max_items=PARK_MAX, retry_every=RETRY_EVERY)
+        )
         self.applied = self.duplicates = self.rejected = 0
         self._last_error = ""
+        self._lock = asyncio.Lock()  # the agent and the retry timer take turns
 
     async def handle(self, messages: Iterable[Any]) -> None:
         """Handle one batch of messages (objects with topic, partition, offset, key, value)."""
         try:
-            await self._handle(messages)
+            async with self._lock:
+                await self._handle(messages)
         except Exception:  # noqa: BLE001 - never out of the agent: Faust would ack and go on
             log.exception("ingest: a batch failed unexpectedly")
+
+    async def retry_parked(self) -> None:
+        """Retry the parked calls that are due, dead-letter what expired (the timer's job)."""
+        if len(self.parking):
+            await self.handle([])
+
+    async def release(self) -> None:
+        """Dead-letter everything still parked (the worker stops: memory is not kept)."""
+        async with self._lock:
+            for parked in self.parking.take(everything=True):
+                await self._unknown(parked.item, "ingest stopped while it waited for the call")
 
     async def _handle(self, messages: Iterable[Any]) -> None:
         items: list[Item] = []
@@ -76,6 +109,15 @@ class Ingest:
                 await self.dead_letter(item, exc.code, exc.message)
                 continue
             items.append(item)
+        for item in self.parking.expire():
+            await self._unknown(item, f"no call.initiated within {self.parking.max_age:g} s")
+        touched = [i.signal.call_id for i in items if i.signal is not None]
+        parked = []
+        for p in self.parking.take(touched):
+            p.item.parked_since = p.since
+            parked.append(p.item)
+        # a call's parked signals go before its new ones; its call.initiated before all
+        items = sorted(parked + items, key=lambda i: not isinstance(i.signal, CallInitiatedSignal))
         if not items:
             return
         outcomes = await self._apply([i for i in items if i.signal is not None])
@@ -95,6 +137,9 @@ class Ingest:
                 self.applied += 1
             elif outcome.status == "duplicate":
                 self.duplicates += 1
+            elif outcome.code == "unknown_call" and item.signal is not None:
+                for evicted in self.parking.park(item.signal.call_id, item, item.parked_since):
+                    await self._unknown(evicted, f"too many signals waiting ({len(self.parking)})")
             else:
                 await self.dead_letter(item, outcome.code or "rejected", outcome.message or "")
 
@@ -113,6 +158,10 @@ class Ingest:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(self.backoff * 2**attempt)
         return None
+
+    async def _unknown(self, item: Item, why: str) -> None:
+        call = item.signal.call_id if item.signal is not None else "?"
+        await self.dead_letter(item, "unknown_call", f"call {call} is unknown: {why}")
 
     async def dead_letter(self, item: Item, code: str, message: str) -> None:
         self.rejected += 1
@@ -167,6 +216,14 @@ def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
     async def signals(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN):
             await ingest.handle([event.message for event in events])
+
+    @app.timer(interval=RETRY_EVERY, name=f"{name}.parked")
+    async def parked() -> None:
+        await ingest.retry_parked()
+
+    @app.on_before_shutdown.connect
+    async def release(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        await ingest.release()
 
     return app
 

@@ -9,6 +9,8 @@ envelopes this test produces to ``<prefix>.calls.v1``.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,7 +21,7 @@ import pytest
 from confluent_kafka import Producer
 from eventsourcing.application import Application
 
-from domain.contract import envelope
+from domain.contract import envelope, iso_ms
 from infra.bootstrap import Container, bootstrap, eventsourcing_env
 from infra.settings import Settings
 from projections import call_queries as q
@@ -203,6 +205,109 @@ def test_replay_check_equals_live(env: dict[str, Any]) -> None:
             conn.execute(f"UPDATE cost_daily SET cost_usd = cost_usd - 1 WHERE {key}", one)
             conn.commit()
     assert replay_calls(env["container"], app=env["store"], catalog=env["catalog"]).equal
+
+
+def _names(container: Container) -> dict[str, set[str]]:
+    """Every calls table's index and constraint names."""
+    with container.pool.connection() as conn:
+        return {
+            table: {
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = %s UNION "
+                    "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass",
+                    (table, table),
+                )
+            }  # fmt: skip
+            for table in TABLES.values()
+        }
+
+
+def test_replay_swaps_every_calls_table_while_calls_keep_coming(stack_settings: Settings) -> None:
+    with isolated(stack_settings, f"{stack_settings.postgres.database}_callsswap") as settings:
+        container = bootstrap(settings)
+        store = CallStore(env=eventsourcing_env(settings))
+        catalog = catalog_from_settings(settings)
+        try:
+            _swap_while_writing(container, store, catalog)
+        finally:
+            store.close()
+            container.close()
+
+
+def _swap_while_writing(container: Container, store: CallStore, catalog: Any) -> None:
+    store.save(*build_calls())
+    runner = CallsRunner(store, container.pool, catalog, batch_size=50)
+    runner.run_until_caught_up()
+    before = replay_calls(container, app=store, catalog=catalog)
+    assert before.equal and before.rows["calls"] == (8, 8), before.differences
+    names = _names(container)
+    stop, errors = threading.Event(), []
+    ongoing = build_calls(seed=99)[5]  # in progress: it keeps talking and using during the swap
+
+    def keep_writing() -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                at = iso_ms(datetime.now(UTC))
+                ongoing.add_transcript(
+                    turn_id=f"w{n}",
+                    speaker="user",
+                    text=f"more {n}",
+                    start_ms=100_000 + n,
+                    end_ms=100_001 + n,
+                    at=at,
+                )
+                ongoing.record_usage(
+                    provider="openai",
+                    model="gpt-4o-mini",
+                    kind="llm_input_tokens",
+                    quantity=10 + n,
+                    at=at,
+                )
+                store.save(ongoing, *(build_calls(seed=n)[:2] if n % 3 == 0 else ()))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    writer = threading.Thread(target=keep_writing)
+    with runner:  # the live projector keeps applying during the swap
+        writer.start()
+        time.sleep(0.3)
+        report = replay_calls(container, app=store, catalog=catalog, check_only=False)
+        time.sleep(0.3)
+        stop.set()
+        writer.join()
+        head = store.recorder.max_notification_id()
+        eventually(lambda: runner.position() == head, timeout=60, what="the live runner")
+    assert not errors and runner.error is None, (errors, runner.error)
+    assert report.swapped and report.events > 0
+    assert _names(container) == names
+    after = replay_calls(container, app=store, catalog=catalog)
+    assert after.equal, after.differences
+    kinds: dict[str, int] = {}
+    start = None
+    while batch := store.recorder.select_notifications(start, 1000, inclusive_of_start=False):
+        for n in batch:
+            topic = type(store.mapper.to_domain_event(n)).TOPIC
+            kinds[topic] = kinds.get(topic, 0) + 1
+        start = batch[-1].id
+    with container.pool.connection() as conn:
+        count = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES.values()
+        }
+        sums = conn.execute(
+            "SELECT (SELECT sum(cost_usd) FROM call_usage), (SELECT sum(cost_usd) FROM cost_daily),"
+            " (SELECT count(*) FROM call_usage), (SELECT sum(usage_count) FROM cost_daily),"
+            " (SELECT sum(total_cost_usd) FROM calls), (SELECT sum(quantity) FROM call_usage),"
+            " (SELECT sum(quantity) FROM cost_daily)"
+        ).fetchone()
+    assert sums[0] == sums[1] == sums[4] and sums[2] == sums[3] and sums[5] == sums[6]
+    assert count["calls"] == kinds["call.initiated"] > 8
+    assert count["call_usage"] == kinds["call.usage_recorded"] == after.rows["usage"][0]
+    assert count["call_transcripts"] == kinds["call.transcript_added"]
+    assert count["call_tool_calls"] == kinds["call.tool_invoked"]
+    assert count["call_turns"] == kinds["call.turn_metrics_recorded"]
 
 
 # -- the Faust projectors ---------------------------------------------------------------------

@@ -146,18 +146,18 @@ def read_all(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes |
         consumer.close()
 
 
-def produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
+def produce(settings: Settings, messages: list[tuple[bytes, bytes]], topic: int = 0) -> None:
     producer = build_producer(settings)
     for key, value in messages:
-        producer.produce(ingress_topics(settings)[0], value, key)
+        producer.produce(ingress_topics(settings)[topic], value, key)
     assert producer.flush(30) == 0
 
 
-def a_signal(call_id: Any, n: int, kind: str, **fields: Any) -> bytes:
+def a_signal(call_id: Any, n: int, signal_type: str, /, **fields: Any) -> bytes:
     return json.dumps(
         {
             "signal_id": f"test-{call_id}-{n}",
-            "type": kind,
+            "type": signal_type,
             "space_id": SPACE,
             "call_id": str(call_id),
             "at": "2026-01-31T13:00:00.000Z",
@@ -319,3 +319,37 @@ def test_the_relay_publishes_call_events_to_the_calls_topic(
     assert [e["type"] for e in envelopes] == expected_types(plan)
     assert {e["space_id"] for e in envelopes} == {SPACE}
     assert [e["aggregate_version"] for e in envelopes] == list(range(1, len(plan) + 1))
+
+
+def test_worker_signals_that_overtake_their_call_initiated_wait_for_it(
+    container: Container, settings: Settings, agent_id: uuid.UUID, ingest: Process
+) -> None:
+    call = uuid.uuid4()
+    key = str(call).encode()
+    worker = [
+        a_signal(call, 1, "call.started"),
+        a_signal(call, 2, "call.transcript", turn_id="t1", speaker="user", text="hi",
+                 start_ms=0, end_ms=900),
+        a_signal(call, 3, "call.usage", provider="deepgram", model="nova-2",
+                 kind="stt_seconds", quantity=0.9),
+    ]  # fmt: skip
+    produce(settings, [(key, value) for value in worker])
+    eventually(lambda: caught_up(settings), timeout=60, what="ingest took the worker signals",
+               processes=(ingest,))  # fmt: skip
+    time.sleep(1.0)  # the worker's signals wait a moment (several retries) for their call
+    assert stored_types(container, call) == []
+    initiated = a_signal(call, 0, "call.initiated", agent_id=str(agent_id),
+                         agent_config_version=1, direction="inbound", channel="twilio_sip",
+                         room_name=f"room-{call}")  # fmt: skip
+    produce(settings, [(key, initiated)], topic=1)  # the provider's topic
+    produce(settings, [(key, a_signal(call, 4, "call.ended", reason="hangup", duration_ms=5))])
+    eventually(
+        lambda: stored_types(container, call)
+        == ["call.initiated", "call.started", "call.transcript_added", "call.usage_recorded",
+            "call.ended"],
+        timeout=60, what="every signal of the call", processes=(ingest,),
+    )  # fmt: skip
+    eventually(lambda: caught_up(settings), timeout=60, what="ingest caught up",
+               processes=(ingest,))  # fmt: skip
+    for topic in ingress_topics(settings):
+        assert [k for k, _, _ in read_all(settings, topic + ".dlq") if k == key] == []

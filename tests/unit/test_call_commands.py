@@ -293,40 +293,163 @@ class Message:
         self.key, self.value = b"k", value
 
 
-def run_ingest(apply, messages, **kwargs):
+def run_ingest(apply, *batches, clock=None, **kwargs):
+    """Feed ``batches`` (lists of messages, or a number: advance the clock that many seconds
+    and let the retry timer run) to one Ingest; return it and what it dead-lettered."""
     import asyncio
 
     from adapters.kafka.ingest import Ingest
+    from commands.call_ingest import Parking
 
     sent = []
+    now = [0.0]
 
     async def send(topic, key, value, headers):
         sent.append((topic, value, dict((k, v.decode()) for k, v in headers)))
 
-    ingest = Ingest(apply, send, backoff=0, **kwargs)
-    asyncio.run(ingest.handle(messages))
+    parking = Parking(max_age=30, max_items=kwargs.pop("max_items", 100), retry_every=0.5,
+                      clock=lambda: now[0])  # fmt: skip
+    ingest = Ingest(apply, send, backoff=0, parking=parking, **kwargs)
+
+    async def feed():
+        for batch in batches:
+            if isinstance(batch, (int, float)):
+                now[0] += batch
+                await ingest.retry_parked()
+            else:
+                await ingest.handle(batch)
+
+    asyncio.run(feed())
     return ingest, sent
 
 
 def test_ingest_dead_letters_malformed_and_rejected_signals_and_applies_the_rest(app):
     from commands.signals import encode_signal
 
-    a = uuid.uuid4()
+    a, ghost = uuid.uuid4(), uuid.uuid4()
     good = [signal("call.initiated", a, 0), signal("call.started", a, 1)]
     messages = [
         Message(encode_signal(good[0]), 0),
         Message(b"{oops", 1),
-        Message(encode_signal(signal("call.started", uuid.uuid4(), 0)), 2),
+        Message(encode_signal(signal("call.started", ghost, 0)), 2),
         Message(encode_signal(good[1]), 3),
+        Message(encode_signal(signal("call.ended", a, 4, reason="x")), 4),
+        Message(encode_signal(signal("call.started", a, 5)), 5),
     ]
     ingest, sent = run_ingest(app.apply_signals, messages)
-    assert event_types(app, a) == ["call.initiated", "call.started"]
+    assert event_types(app, a) == ["call.initiated", "call.started", "call.ended"]
     assert [(t, h["dlq.error"], h["dlq.source"]) for t, _, h in sent] == [
         ("p.ingress.worker.v1.dlq", "malformed_json", "p.ingress.worker.v1#0@1"),
-        ("p.ingress.worker.v1.dlq", "unknown_call", "p.ingress.worker.v1#0@2"),
+        ("p.ingress.worker.v1.dlq", "call_ended", "p.ingress.worker.v1#0@5"),
     ]
     assert sent[0][1] == b"{oops"
-    assert (ingest.applied, ingest.duplicates, ingest.rejected) == (2, 0, 2)
+    assert (ingest.applied, ingest.duplicates, ingest.rejected) == (3, 0, 2)
+    assert ghost in ingest.parking and len(ingest.parking) == 1  # waits for its call
+
+
+# -- parking: signals that overtook their call's call.initiated --------------------------------
+def test_parking_keeps_each_calls_items_in_order_and_hands_out_whole_calls():
+    from commands.call_ingest import Parking
+
+    now = [0.0]
+    parking = Parking(max_age=30, max_items=5, retry_every=0.5, clock=lambda: now[0])
+    a, b = uuid.uuid4(), uuid.uuid4()
+    assert parking.park(a, "a1") == [] and parking.park(b, "b1") == []
+    now[0] = 0.2
+    parking.park(a, "a2")
+    assert (len(parking), a in parking, uuid.uuid4() in parking) == (3, True, False)
+    assert parking.take() == []  # nothing is due yet, nothing named
+    taken = parking.take([a, uuid.uuid4()])  # a new batch touches call a
+    assert [(p.item, p.since) for p in taken] == [("a1", 0.0), ("a2", 0.2)]
+    assert a not in parking and len(parking) == 1
+    now[0] = 1.0
+    for p in taken:  # still unknown: back, keeping when they were first parked
+        parking.park(a, p.item, p.since)
+    assert [p.item for p in parking.take()] == ["b1"]  # only b was due
+    now[0] = 2.0
+    assert [p.item for p in parking.take()] == ["a1", "a2"]
+    assert parking.take(everything=True) == [] and len(parking) == 0
+
+
+def test_parking_expires_from_the_front_and_evicts_the_oldest_call_first():
+    from commands.call_ingest import Parking
+
+    now = [0.0]
+    parking = Parking(max_age=30, max_items=3, retry_every=0.5, clock=lambda: now[0])
+    a, b = uuid.uuid4(), uuid.uuid4()
+    parking.park(a, "a1")
+    now[0] = 10.0
+    parking.park(a, "a2")
+    parking.park(b, "b1")
+    assert parking.park(b, "b2") == ["a1"]  # full: the oldest call loses its oldest item
+    assert parking.park(b, "b3") == ["a2"] and a not in parking
+    now[0] = 39.9
+    assert parking.expire() == []
+    now[0] = 40.0
+    assert parking.expire() == ["b1", "b2", "b3"] and len(parking) == 0
+
+
+def test_ingest_holds_signals_that_overtook_their_call_and_applies_them_in_order(app):
+    from commands.signals import encode_signal
+
+    a, b = uuid.uuid4(), uuid.uuid4()
+    provider = "p.ingress.provider.v1"
+    worker = [Message(encode_signal(signal("call.started", a, 1)), 0),
+              Message(encode_signal(signal("call.transcript", a, 2)), 1)]  # fmt: skip
+    later = [Message(encode_signal(signal("call.transcript", a, 3)), 2)]
+    initiated = [Message(encode_signal(signal("call.initiated", a, 0)), 0, topic=provider)]
+    # b: its worker signal and its call.initiated in the same batch, the worker's first
+    same_batch = [
+        Message(encode_signal(signal("call.started", b, 1)), 3),
+        Message(encode_signal(signal("call.initiated", b, 0)), 1, topic=provider),
+    ]
+    ingest, sent = run_ingest(app.apply_signals, worker, 0.3, later, 0.3, initiated + same_batch)
+    assert sent == []
+    assert event_types(app, a) == [
+        "call.initiated", "call.started", "call.transcript_added", "call.transcript_added"
+    ]  # fmt: skip
+    assert [e.turn_id for e in list(app.events.get(a))[2:]] == ["t2", "t3"]
+    assert event_types(app, b) == ["call.initiated", "call.started"]
+    assert (ingest.applied, ingest.rejected, len(ingest.parking)) == (6, 0, 0)
+
+
+def test_ingest_retries_parked_signals_on_its_timer_when_the_call_appears_elsewhere(app):
+    import asyncio
+
+    from commands.signals import encode_signal
+
+    a = uuid.uuid4()
+    ingest, sent = run_ingest(
+        app.apply_signals, [Message(encode_signal(signal("call.started", a, 1)), 0)]
+    )
+    assert len(ingest.parking) == 1
+    app.apply_signals([signal("call.initiated", a, 0)])  # e.g. another ingest, or the API
+    asyncio.run(ingest.retry_parked())  # not due yet
+    assert len(ingest.parking) == 1
+    ingest.parking.clock = lambda: 1.0  # due for a retry
+    asyncio.run(ingest.retry_parked())
+    assert event_types(app, a) == ["call.initiated", "call.started"] and sent == []
+    assert len(ingest.parking) == 0
+
+
+def test_ingest_dead_letters_parked_signals_that_expire_overflow_or_outlive_the_worker(app):
+    import asyncio
+
+    from commands.signals import encode_signal
+
+    ghosts = [uuid.uuid4() for _ in range(4)]
+    batch = [Message(encode_signal(signal("call.transcript", g, 1)), n)
+             for n, g in enumerate(ghosts)]  # fmt: skip
+    ingest, sent = run_ingest(app.apply_signals, batch[:2], 31, batch[2:], max_items=1)
+    assert [(h["dlq.error"], h["dlq.source"].rsplit("@", 1)[1]) for _, _, h in sent] == [
+        ("unknown_call", "0"), ("unknown_call", "1"), ("unknown_call", "2")
+    ]  # fmt: skip
+    assert "too many" in sent[0][2]["dlq.message"]
+    assert "no call.initiated within 30 s" in sent[1][2]["dlq.message"]
+    assert sent[1][2]["dlq.signal_id"] == f"{ghosts[1]}-1"
+    asyncio.run(ingest.release())
+    assert sent[-1][2]["dlq.source"].endswith("@3") and "stopped" in sent[-1][2]["dlq.message"]
+    assert len(ingest.parking) == 0 and ingest.rejected == 4
 
 
 def test_ingest_retries_infrastructure_errors_then_dead_letters_only_what_still_fails(app):

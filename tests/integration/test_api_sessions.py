@@ -169,6 +169,8 @@ def test_no_session_route_reaches_another_space(client, issuer):
         assert resp.status_code == 404, (method, url, resp.text)
     assert client.get("/api/sessions", headers=h).json()["total"] == 0
     assert float(client.get("/api/costs/summary", headers=h).json()["total_usd"]) == 0
+    assert client.get("/api/costs/timeline", headers=h).json()["points"] == []
+    assert client.get("/api/costs/by-agent", headers=h).json()["agents"] == []
     assert (
         client.post("/api/sessions", json={"agent_id": s["agent_id"]}, headers=h).status_code == 404
     )

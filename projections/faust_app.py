@@ -16,15 +16,14 @@ import asyncio
 import functools
 import json
 import logging
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from projections import clickhouse_rows as ch_rows
 from projections.agents import MalformedEnvelope, agent_row, is_agent_event
+from projections.faust_runtime import new_faust_app, run_faust_worker
 from projections.postgres_view import apply_agent_rows
 
 log = logging.getLogger(__name__)
@@ -168,29 +167,9 @@ class Projector:
 
 def build_faust_app(container: Any, *, app_id: str | None = None) -> Any:
     """A fresh Faust app with the agents projectors, wired to ``container``."""
-    import faust
-
     settings = container.settings
     name = app_id or f"{settings.topic_prefix}-projectors"
-    datadir = Path(tempfile.gettempdir()) / "voxagent-faust" / name
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    brokers = [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",") if h.strip()]
-    app = faust.App(
-        name,
-        broker=brokers,
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        stream_wait_empty=False,
-        consumer_auto_offset_reset="earliest",
-        autodiscover=False,
-        datadir=str(datadir),
-        broker_commit_interval=1.0,
-        broker_session_timeout=10.0,  # a killed worker's partitions move on within seconds
-        producer_acks=-1,
-    )
+    app = new_faust_app(settings, name)
     topic_name = container.topic("agents")
     topic = app.topic(topic_name, value_type=bytes, key_type=bytes)
     dlq = f"{topic_name}.dlq"
@@ -240,13 +219,4 @@ def build_faust_app(container: Any, *, app_id: str | None = None) -> Any:
 
 def run_projectors(container: Any, *, loglevel: str | None = None) -> None:
     """Run the projectors' Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
-    import faust
-
-    app = build_faust_app(container)
-    worker = faust.Worker(
-        app, loglevel=(loglevel or container.settings.log_level).lower(), redirect_stdouts=False
-    )
-    try:
-        worker.execute_from_commandline()
-    finally:
-        container.close()
+    run_faust_worker(container, build_faust_app, loglevel=loglevel)

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from adapters.kafka.topics import DLQ_SUFFIX, ingress_topics
 from commands.call_ingest import Parking, SignalOutcome
 from commands.signals import CallInitiatedSignal, Signal, SignalRejected, parse_signal
+from projections.faust_runtime import new_faust_app, run_faust_worker
 
 log = logging.getLogger(__name__)
 BATCH, WITHIN = 500, 0.05
@@ -182,29 +181,9 @@ class Ingest:
 
 def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
     """A fresh Faust app whose agent ingests both ingress topics into ``container.calls``."""
-    import faust
-
     settings = container.settings
     name = app_id or f"{settings.topic_prefix}-ingest"
-    datadir = Path(tempfile.gettempdir()) / "voxagent-faust" / name
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    brokers = [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",") if h.strip()]
-    app = faust.App(
-        name,
-        broker=brokers,
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        stream_wait_empty=False,
-        consumer_auto_offset_reset="earliest",
-        autodiscover=False,
-        datadir=str(datadir),
-        broker_commit_interval=1.0,
-        broker_session_timeout=10.0,
-        producer_acks=-1,
-    )
+    app = new_faust_app(settings, name)
     topic = app.topic(*ingress_topics(settings), value_type=bytes, key_type=bytes)
 
     async def send(dlq: str, key: bytes | None, value: bytes | None, headers: Any) -> Any:
@@ -230,13 +209,4 @@ def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
 
 def run_ingest(container: Any, *, loglevel: str | None = None) -> None:
     """Run the ingest Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
-    import faust
-
-    app = build_ingest_app(container)
-    worker = faust.Worker(
-        app, loglevel=(loglevel or container.settings.log_level).lower(), redirect_stdouts=False
-    )
-    try:
-        worker.execute_from_commandline()
-    finally:
-        container.close()
+    run_faust_worker(container, build_ingest_app, loglevel=loglevel)

@@ -165,6 +165,37 @@ class Projector:
             log.exception("%s projector: could not dead-letter %s", self.name, item)
 
 
+def partition_slices(items: list[Item]) -> list[tuple[str, int, list[Item]]]:
+    """The batch cut per Kafka partition: ``(source, last offset, items)`` — what a view's
+    tracking record needs (Kafka orders only within a partition)."""
+    by_partition: dict[tuple[str, int], list[Item]] = defaultdict(list)
+    for item in items:
+        by_partition[(item.topic, item.partition)].append(item)
+    return [
+        (f"{topic}#{partition}", max(item.offset for item in part), part)
+        for (topic, partition), part in sorted(by_partition.items())
+    ]
+
+
+class ClickHouseLink:
+    """One ClickHouse client per agent, connected on first use and dropped after an error so
+    that the next attempt reconnects."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.client: Any = None
+
+    def run(self, work: Callable[[Any], None]) -> None:
+        if self.client is None:
+            self.client = self.container.clickhouse()
+        try:
+            work(self.client)
+        except Exception:
+            self.client.disconnect()
+            self.client = None
+            raise
+
+
 def build_faust_app(container: Any, *, app_id: str | None = None) -> Any:
     """A fresh Faust app with the agents projectors, wired to ``container``."""
     settings = container.settings
@@ -175,30 +206,22 @@ def build_faust_app(container: Any, *, app_id: str | None = None) -> Any:
     dlq = f"{topic_name}.dlq"
     pg = Projector(app, "postgres", dlq, pg_rows)
     ch = Projector(app, "clickhouse", dlq, ch_batch_rows)
-    ch_client: list[Any] = []
+    link = ClickHouseLink(container)
 
     def apply_postgres(items: list[Item]) -> None:
-        by_partition: dict[tuple[str, int], list[Item]] = defaultdict(list)
-        for item in items:
-            by_partition[(item.topic, item.partition)].append(item)
         with container.pool.connection() as conn:
-            for (topic_, partition), part in sorted(by_partition.items()):
+            for source, position, part in partition_slices(items):
                 rows = [row for item in part for row in item.rows]
-                position = max(item.offset for item in part)
-                apply_agent_rows(conn, rows, "agents", f"{topic_}#{partition}", position)
+                apply_agent_rows(conn, rows, "agents", source, position)
 
     def apply_clickhouse(items: list[Item]) -> None:
-        if not ch_client:
-            ch_client.append(container.clickhouse())
-        client = ch_client[0]
-        try:
+        def insert(client: Any) -> None:
             events = [r for i in items for r in i.rows[0]]
             clickhouse_insert(client, "events", ch_rows.EVENT_COLUMNS, events)
             agents = [r for i in items for r in i.rows[1]]
             clickhouse_insert(client, "agents", ch_rows.AGENT_COLUMNS, agents)
-        except Exception:
-            client.disconnect()
-            raise
+
+        link.run(insert)
 
     @app.agent(topic, name=f"{name}.postgres")
     async def postgres(stream: Any) -> None:

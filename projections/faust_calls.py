@@ -8,14 +8,21 @@ message is dead-lettered at once), the apply step runs the view in a thread.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from projections import clickhouse_rows as ch_rows
 from projections.calls import CallEvent, is_call_event, parse_call_event
 from projections.calls_clickhouse import apply_clickhouse_calls
 from projections.calls_view import apply_call_events
-from projections.faust_app import PG_BATCH, PG_WITHIN, Item, Projector, clickhouse_insert
+from projections.faust_app import (
+    PG_BATCH,
+    PG_WITHIN,
+    ClickHouseLink,
+    Item,
+    Projector,
+    clickhouse_insert,
+    partition_slices,
+)
 from projections.pricing import catalog_from_settings
 
 PROJECTION = "calls"
@@ -41,31 +48,22 @@ def add_calls_agents(app: Any, container: Any, name: str) -> None:
     dlq = f"{topic_name}.dlq"
     pg = Projector(app, "calls-postgres", dlq, pg_events)
     ch = Projector(app, "calls-clickhouse", dlq, ch_events)
-    ch_client: list[Any] = []
+    link = ClickHouseLink(container)
 
     def apply_postgres(items: list[Item]) -> None:
-        by_partition: dict[tuple[str, int], list[Item]] = defaultdict(list)
-        for item in items:
-            by_partition[(item.topic, item.partition)].append(item)
         with container.pool.connection() as conn:
-            for (topic_, partition), part in sorted(by_partition.items()):
+            for source, position, part in partition_slices(items):
                 events = [e for item in part for e in item.rows]
-                position = max(item.offset for item in part)
-                source = f"{topic_}#{partition}"
                 apply_call_events(conn, events, PROJECTION, source, position, catalog=catalog)
 
     def apply_clickhouse(items: list[Item]) -> None:
-        if not ch_client:
-            ch_client.append(container.clickhouse())
-        client = ch_client[0]
-        try:
+        def insert(client: Any) -> None:
             events = [r for i in items for r in i.rows[0]]
             clickhouse_insert(client, "events", ch_rows.EVENT_COLUMNS, events)
             calls = [e for i in items for e in i.rows[1]]
             apply_clickhouse_calls(client, calls, catalog, clickhouse_insert)
-        except Exception:
-            client.disconnect()
-            raise
+
+        link.run(insert)
 
     @app.agent(topic, name=f"{name}.calls.postgres")
     async def calls_postgres(stream: Any) -> None:

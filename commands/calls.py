@@ -234,20 +234,32 @@ class CallsApplication(Application[UUID]):
             groups.setdefault(s.call_id, []).append(index)
         outcomes: list[SignalOutcome | None] = [None] * len(signals)
         touched: list[list[int]] = []
+        saved: dict[UUID, Call] = {}
         events: list[Any] = []
         loaded = self._load_many(list(groups))
         for call_id, indexes in groups.items():
-            pending = self._apply(call_id, indexes, signals, outcomes, loaded[call_id])
-            if pending:
+            call, pending = self._apply(call_id, indexes, signals, outcomes, loaded[call_id])
+            if call is not None and pending:
                 touched.append(indexes)
                 events.extend(pending)
+                saved[call_id] = call
         if events:
             try:
                 self._group_commit.commit(events)
             except IntegrityError:
                 for indexes in touched:
                     self._save_alone(indexes, signals, outcomes)
+            else:
+                self._cache_saved(saved)
         return [o for o in outcomes if o is not None]
+
+    def _cache_saved(self, saved: dict[UUID, Call]) -> None:
+        """Put the calls just saved in the aggregate cache (they are this batch's own copies,
+        touched by nothing else now), so the next batch need not fast-forward them again."""
+        cache = self.repository.cache
+        if cache is not None and getattr(self.recorder, "select_events_after", None):
+            for call_id, call in saved.items():
+                cache.put(call_id, call)
 
     def _apply(
         self,
@@ -256,21 +268,21 @@ class CallsApplication(Application[UUID]):
         signals: list[Signal],
         outcomes: list[SignalOutcome | None],
         loaded: Call | None | _Unloaded = _UNLOADED,
-    ) -> list[Any]:
-        """Apply the signals at ``indexes`` to the call (loaded now unless given); its pending
-        events."""
+    ) -> tuple[Call | None, list[Any]]:
+        """Apply the signals at ``indexes`` to the call (loaded now unless given); the call and
+        its pending events."""
         call = self._load(call_id) if isinstance(loaded, _Unloaded) else loaded
         call, results = apply_to_call(call, [signals[i] for i in indexes])
         for index, outcome in zip(indexes, results, strict=True):
             outcomes[index] = outcome
-        return list(call.collect_events()) if call is not None else []
+        return call, (list(call.collect_events()) if call is not None else [])
 
     def _save_alone(
         self, indexes: list[int], signals: list[Signal], outcomes: list[SignalOutcome | None]
     ) -> None:
         call_id = signals[indexes[0]].call_id
         for _ in range(SAVE_ATTEMPTS):
-            pending = self._apply(call_id, indexes, signals, outcomes)
+            _call, pending = self._apply(call_id, indexes, signals, outcomes)
             if not pending:
                 return
             try:
@@ -310,16 +322,19 @@ class CallsApplication(Application[UUID]):
             with contextlib.suppress(KeyError):
                 calls[call_id] = cache.get(call_id)
         after = [(i, calls[i].version if i in calls else 0) for i in call_ids]
-        fresh = {i: (deepcopy(c) if i in calls else None) for i, c in calls.items()}
+        fresh: dict[UUID, Any] = {}  # calls fast-forwarded here: copies, the cache untouched
         for stored in select_after(after):
             event: Any = self.mapper.to_domain_event(stored)
             call_id = event.originator_id
-            fresh[call_id] = event.mutate(fresh.get(call_id))
+            if call_id not in fresh:
+                fresh[call_id] = deepcopy(calls[call_id]) if call_id in calls else None
+            fresh[call_id] = event.mutate(fresh[call_id])
         result: dict[UUID, Call | None] = {}
         for call_id in call_ids:
-            call = fresh.get(call_id)
+            call = fresh[call_id] if call_id in fresh else calls.get(call_id)
             if call is not None:
-                cache.put(call_id, call)
+                if call_id in fresh:
+                    cache.put(call_id, call)
                 call = deepcopy(call)  # commands mutate their copy, never the cached one
             result[call_id] = call
         return result

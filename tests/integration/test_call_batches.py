@@ -61,3 +61,26 @@ def test_a_batch_sees_what_another_writer_saved_since_the_cache_was_filled(stack
     finally:
         ingest.close()
         api.close()
+
+
+def test_a_saved_batch_leaves_its_calls_in_the_cache_at_their_new_version(stack_settings):
+    ingest = bootstrap(stack_settings)
+    try:
+        space = f"batch-{uuid.uuid4().hex[:8]}"
+        actor = Actor(space_id=space, subject="test")
+        agent = ingest.agents.create_agent(actor, CreateAgent(config=AgentConfig(name="a")))
+        call_id = ingest.calls.initiate_call(
+            actor, InitiateCall(agent_id=agent.id, direction="web", channel="web")
+        ).id
+        ingest.calls.apply_signals([transcript(call_id, space, 1), transcript(call_id, space, 2)])
+        cached = ingest.calls.repository.cache.get(call_id)
+        assert cached.version == 3  # initiated + two transcripts: no fast-forward next time
+        assert not list(ingest.calls.recorder.select_events_after([(call_id, cached.version)]))
+        # the next batch starts from the cached state without changing the cached object
+        again = ingest.calls.apply_signals([transcript(call_id, space, 3)])
+        assert [o.status for o in again] == ["applied"]
+        assert ingest.calls.repository.cache.get(call_id).version == 4
+        assert cached.version == 3
+        assert ingest.calls.find_call(actor, call_id).version == 4
+    finally:
+        ingest.close()

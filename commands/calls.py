@@ -12,97 +12,38 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from copy import deepcopy
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
-from pydantic import BaseModel, Field
 
 from commands.agents import Actor, ConcurrentModification
+from commands.call_commands import (
+    AddTranscript,
+    CallCommand,
+    CallNotFound,
+    EndCall,
+    InitiateCall,
+    RecordUsage,
+    RequestTransfer,
+    Result,
+    StartCall,
+)
 from commands.call_ingest import SignalOutcome, apply_to_call
 from commands.group_commit import GroupCommit
-from commands.signals import (
-    Channel,
-    Direction,
-    Signal,
-    Speaker,
-    TransferMode,
-    UsageKind,
-    iso_ms,
-)
-from commands.writes import IdempotentWrites, Written
+from commands.signals import Signal, iso_ms
+from commands.writes import IdempotentWrites
 from domain.agents import VoiceAgent
 from domain.calls import Call
 
-__all__ = ["Actor", "CallsApplication", "Result", "SignalOutcome"]
+__all__ = [
+    "Actor", "AddTranscript", "CallNotFound", "CallsApplication", "EndCall", "InitiateCall",
+    "RecordUsage", "RequestTransfer", "Result", "SignalOutcome", "StartCall",
+]  # fmt: skip
 AgentLookup = Callable[[Actor, UUID], VoiceAgent]
 SAVE_ATTEMPTS = 3  # per call, when the batch save met a concurrent writer
-
-
-class CallNotFound(Exception):
-    code = "call_not_found"
-
-
-class _CallCommand(BaseModel):
-    call_id: UUID
-    at: datetime | None = None  # when it happened; now when not given
-
-
-class InitiateCall(BaseModel):
-    agent_id: UUID
-    direction: Direction
-    channel: Channel
-    room_name: str | None = Field(None, min_length=1, max_length=256)
-    from_number: str | None = Field(None, max_length=64)
-    to_number: str | None = Field(None, max_length=64)
-    call_id: UUID | None = None
-    at: datetime | None = None
-
-
-class StartCall(_CallCommand):
-    pass
-
-
-class AddTranscript(_CallCommand):
-    turn_id: str = Field(min_length=1, max_length=256)
-    speaker: Speaker
-    text: str = Field(max_length=20_000)
-    start_ms: int = Field(ge=0)
-    end_ms: int = Field(ge=0)
-
-
-class RequestTransfer(_CallCommand):
-    mode: TransferMode
-    target: str = Field(min_length=1, max_length=256)
-
-
-class EndCall(_CallCommand):
-    reason: str = Field("completed", min_length=1, max_length=256)
-    duration_ms: int | None = Field(None, ge=0)  # from answer (or initiation) to ``at`` if None
-
-
-class RecordUsage(_CallCommand):
-    provider: str = Field(min_length=1, max_length=256)
-    model: str = Field(min_length=1, max_length=256)
-    kind: UsageKind
-    quantity: float = Field(ge=0, allow_inf_nan=False)
-
-
-@dataclass(frozen=True)
-class Result:
-    id: UUID
-    version: int
-    position: int | None
-    call: Call | None = None
-    replayed: bool = False
-
-    @classmethod
-    def of(cls, written: Written) -> Result:
-        w = written
-        return cls(w.id, w.version, w.position, w.aggregate, w.replayed)
 
 
 class _Unloaded:
@@ -296,7 +237,7 @@ class CallsApplication(Application[UUID]):
     def _command(
         self,
         actor: Actor,
-        cmd: _CallCommand,
+        cmd: CallCommand,
         key: str | None,
         command: str,
         apply: Callable[[Call], bool],

@@ -1,0 +1,77 @@
+"""The commands of the calls context (pydantic, one per CallsApplication method) and the
+result every one of them returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from commands.signals import Channel, Direction, Speaker, TransferMode, UsageKind
+from commands.writes import Written
+from domain.calls import Call
+
+
+class CallNotFound(Exception):
+    code = "call_not_found"
+
+
+class CallCommand(BaseModel):
+    call_id: UUID
+    at: datetime | None = None  # when it happened; now when not given
+
+
+class InitiateCall(BaseModel):
+    agent_id: UUID
+    direction: Direction
+    channel: Channel
+    room_name: str | None = Field(None, min_length=1, max_length=256)
+    from_number: str | None = Field(None, max_length=64)
+    to_number: str | None = Field(None, max_length=64)
+    call_id: UUID | None = None
+    at: datetime | None = None
+
+
+class StartCall(CallCommand):
+    pass
+
+
+class AddTranscript(CallCommand):
+    turn_id: str = Field(min_length=1, max_length=256)
+    speaker: Speaker
+    text: str = Field(max_length=20_000)
+    start_ms: int = Field(ge=0)
+    end_ms: int = Field(ge=0)
+
+
+class RequestTransfer(CallCommand):
+    mode: TransferMode
+    target: str = Field(min_length=1, max_length=256)
+
+
+class EndCall(CallCommand):
+    reason: str = Field("completed", min_length=1, max_length=256)
+    duration_ms: int | None = Field(None, ge=0)  # from answer (or initiation) to ``at`` if None
+
+
+class RecordUsage(CallCommand):
+    provider: str = Field(min_length=1, max_length=256)
+    model: str = Field(min_length=1, max_length=256)
+    kind: UsageKind
+    quantity: float = Field(ge=0, allow_inf_nan=False)
+
+
+@dataclass(frozen=True)
+class Result:
+    id: UUID
+    version: int
+    position: int | None
+    call: Call | None = None
+    replayed: bool = False
+
+    @classmethod
+    def of(cls, written: Written) -> Result:
+        w = written
+        return cls(w.id, w.version, w.position, w.aggregate, w.replayed)

@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of sustained load")
     parser.add_argument("--rate", type=float, default=1000.0, help="target updates per second")
     parser.add_argument("--agents", type=int, default=200, help="agents updated round-robin")
-    parser.add_argument("--threads", type=int, default=4, help="command threads")
+    parser.add_argument("--threads", type=int, default=16, help="command threads")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="read-model polling interval")
     args = parser.parse_args()
 

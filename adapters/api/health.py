@@ -26,16 +26,26 @@ def _probe(check: Any) -> dict[str, Any]:
     return result
 
 
+APPLICATIONS = ("agents", "calls")  # every application the relay publishes
+
+
 def _postgres(container: Any) -> dict[str, Any]:
+    """Per application: the event store's head and how far the relay is behind it."""
+    stores: dict[str, Any] = {}
     with container.pool.connection() as conn:
-        head = conn.execute("SELECT max(notification_id) FROM agents_events").fetchone()
-        relay = conn.execute(
-            "SELECT position FROM relay_positions WHERE application = 'agents'"
-        ).fetchone()
+        for app in APPLICATIONS:
+            head = conn.execute(f"SELECT max(notification_id) FROM {app}_events").fetchone()
+            relay = conn.execute(
+                "SELECT position FROM relay_positions WHERE application = %s", (app,)
+            ).fetchone()
+            head_pos = (head[0] if head else None) or 0
+            relay_pos = (relay[0] if relay else None) or 0
+            stores[app] = {
+                "event_store_position": head_pos,
+                "relay_lag_events": max(head_pos - relay_pos, 0),
+            }
         conn.rollback()
-    head_pos = (head[0] if head else None) or 0
-    relay_pos = (relay[0] if relay else None) or 0
-    return {"event_store_position": head_pos, "relay_lag_events": max(head_pos - relay_pos, 0)}
+    return {"applications": stores}
 
 
 def _kafka(container: Any) -> dict[str, Any]:

@@ -244,6 +244,9 @@ def test_health_reports_each_dependency(client):
     assert body["status"] == "ok"
     assert set(body["dependencies"]) == {"postgres", "kafka", "clickhouse"}
     assert all(dep["ok"] for dep in body["dependencies"].values())
+    stores = body["dependencies"]["postgres"]["applications"]
+    assert set(stores) == {"agents", "calls"}
+    assert all(store["relay_lag_events"] >= 0 for store in stores.values())
 
 
 def test_openapi_describes_the_agent_routes(client):

@@ -20,15 +20,13 @@ from typing import Any
 
 from eventsourcing.persistence import IntegrityError
 
-from commands.idempotency import IdempotencyRecord
-
-SaveFn = Callable[..., list[Any]]  # Application.save(*events, idempotency=[...]) -> recordings
+SaveFn = Callable[..., list[Any]]  # Application.save(*events, records=[...]) -> recordings
 
 
 @dataclass
 class _Pending:
     events: Sequence[Any]
-    records: list[IdempotencyRecord]
+    records: list[Any]  # side records saved in the same transaction (idempotency keys...)
     done: threading.Event = field(default_factory=threading.Event)
     position: int | None = None
     error: BaseException | None = None
@@ -42,9 +40,10 @@ class GroupCommit:
         self._queue: list[_Pending] = []
         self._leading = False
 
-    def commit(self, events: Sequence[Any], record: IdempotencyRecord | None = None) -> int | None:
-        """Save ``events`` (one command's) and return the position of the last one."""
-        pending = _Pending(events, [record] if record else [])
+    def commit(self, events: Sequence[Any], records: Sequence[Any] = ()) -> int | None:
+        """Save ``events`` (one command's) with its side ``records`` (an idempotency key, a
+        webhook secret...) and return the position of the last event."""
+        pending = _Pending(events, list(records))
         with self._lock:
             self._queue.append(pending)
             lead = not self._leading
@@ -75,7 +74,7 @@ class GroupCommit:
             events = [e for p in batch for e in p.events]
             records = [r for p in batch for r in p.records]
             try:
-                recordings = self._save(*events, idempotency=records)
+                recordings = self._save(*events, records=records)
             except IntegrityError:
                 for pending in batch:
                     self._commit_one(pending)
@@ -89,7 +88,7 @@ class GroupCommit:
 
     def _commit_one(self, pending: _Pending) -> None:
         try:
-            recordings = self._save(*pending.events, idempotency=pending.records)
+            recordings = self._save(*pending.events, records=pending.records)
         except IntegrityError as exc:
             pending.error = exc
             pending.done.set()

@@ -1,7 +1,7 @@
 """Idempotency keys: a replayed key returns the first result and writes nothing.
 
 The record of a key is written in the same transaction as the command's events (the recorder
-takes it as the ``idempotency=`` keyword of ``save()``), so either both exist or neither does.
+takes it in the ``records=`` keyword of ``save()``), so either both exist or neither does.
 """
 
 from __future__ import annotations

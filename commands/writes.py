@@ -5,7 +5,7 @@ the key's record in the same transaction (DESIGN §4, §8).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -54,21 +54,28 @@ class IdempotentWrites:
         return Written(record.aggregate_id, record.version, position, aggregate, replayed=True)
 
     def save(
-        self, space_id: str, aggregate: Any, key: str | None, command: str, payload: Any
+        self,
+        space_id: str,
+        aggregate: Any,
+        key: str | None,
+        command: str,
+        payload: Any,
+        extra: Sequence[Any] = (),
     ) -> Written:
-        """Save ``aggregate``'s pending events (and the key's record) in the group commit."""
-        record = None
+        """Save ``aggregate``'s pending events, the key's record and ``extra`` side records in
+        the group commit (one transaction)."""
+        records = list(extra)
         if key is not None:
-            record = IdempotencyRecord(
+            records.append(IdempotencyRecord(
                 space_id,
                 key,
                 command,
                 fingerprint(command, payload),
                 aggregate.id,
                 aggregate.version,
-            )
+            ))  # fmt: skip
         try:
-            position = self.group_commit.commit(aggregate.collect_events(), record)
+            position = self.group_commit.commit(aggregate.collect_events(), records)
         except IntegrityError:
             replay = self.replay(space_id, key, command, payload)
             if replay:

@@ -14,9 +14,11 @@ from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
 from commands.calls import CallsApplication
+from commands.webhooks import WebhooksApplication
 from infra.settings import Settings
 
 RECORDER_TOPIC = "adapters.postgres.recorder:IdempotentPostgresRecorder"
+WEBHOOKS_RECORDER_TOPIC = "adapters.postgres.webhook_recorder:WebhooksPostgresRecorder"
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
@@ -61,6 +63,19 @@ class Container:
         )
 
     @cached_property
+    def webhooks(self) -> WebhooksApplication:
+        """Webhook endpoints; its recorder also stores their signing secrets."""
+        if "webhooks" in self.overrides:
+            return self.overrides["webhooks"]
+        env = eventsourcing_env(self.settings)
+        env["APPLICATION_RECORDER_TOPIC"] = WEBHOOKS_RECORDER_TOPIC
+        return WebhooksApplication(env=env)
+
+    def applications(self) -> tuple[Any, ...]:
+        """Every event-sourced application, in the order the relay publishes them."""
+        return (self.agents, self.calls, self.webhooks)
+
+    @cached_property
     def pool(self) -> ConnectionPool:
         """Pool for read models, tracking and relay positions (autocommit off)."""
         if "pool" in self.overrides:
@@ -100,6 +115,8 @@ class Container:
             self.agents.close()
         if "calls" in self.__dict__ and "calls" not in self.overrides:
             self.calls.close()
+        if "webhooks" in self.__dict__ and "webhooks" not in self.overrides:
+            self.webhooks.close()
 
 
 def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:

@@ -51,6 +51,7 @@ def migrate(ctx: click.Context) -> None:
         applied = migrate_postgres(container.pool)
         container.agents  # creates the event store tables  # noqa: B018
         container.calls  # noqa: B018
+        container.webhooks  # noqa: B018
         migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
         from adapters.kafka.topics import domain_topics, ensure_topics
 
@@ -277,8 +278,10 @@ def config_doc(check: bool) -> None:
 def _attach() -> None:
     from infra.devauth_cli import dev_issuer_command, token_command
     from infra.stack.cli import stack
+    from infra.webhooks_cli import webhooks
 
     cli.add_command(stack)
+    cli.add_command(webhooks)
     cli.add_command(token_command)
     cli.add_command(dev_issuer_command)
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from infra.settings import REPO_ROOT, Settings
 from infra.stack.common import pid_alive, read_pid, spawn, stop_pid, tail
 
-PROCESSES = ("dev-issuer", "api", "relay", "projector", "ingest")
+PROCESSES = (
+    "dev-issuer", "api", "relay", "projector", "ingest", "webhooks-dispatch", "webhooks-send",
+)  # fmt: skip
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -23,7 +25,8 @@ def _run_dir(settings: Settings) -> Path:
 
 
 def _argv(name: str) -> list[str]:
-    return [sys.executable, "-m", "infra.cli", name]
+    command = name.split("-") if name.startswith("webhooks-") else [name]  # webhooks send
+    return [sys.executable, "-m", "infra.cli", *command]
 
 
 def _running(settings: Settings, name: str) -> int | None:

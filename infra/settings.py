@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.delivery import DEFAULT_SCHEDULE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -101,6 +103,45 @@ class PricingSettings(BaseModel):
     )
 
 
+class WebhookSettings(BaseModel):
+    timeout_seconds: float = Field(
+        15.0, description="An attempt that has no complete 2xx answer within this time failed."
+    )
+    retry_schedule: list[float] = Field(
+        list(DEFAULT_SCHEDULE),
+        description="Seconds before each retry after a failed attempt (then the delivery has "
+        "failed for good and stays replayable). The default spans 27 h 35 min.",
+    )
+    jitter: float = Field(0.1, description="Each retry delay varies randomly by up to +/- this.")
+    disable_after_hours: float = Field(
+        120.0, description="An endpoint whose every attempt failed for this long is disabled."
+    )
+    per_endpoint_concurrency: int = Field(
+        8, description="Deliveries in flight to one endpoint at once, per sender process."
+    )
+    max_in_flight: int = Field(512, description="Deliveries in flight per sender process.")
+    claim_batch: int = Field(500, description="Due deliveries a sender claims per query.")
+    poll_seconds: float = Field(
+        1.0,
+        description="Longest idle wait of a sender between two looks at the queue "
+        "(new deliveries wake it at once through NOTIFY).",
+    )
+    lease_margin_seconds: float = Field(
+        30.0,
+        description="A claimed delivery whose sender died is retried after twice the "
+        "timeout plus this margin (with the same webhook-id).",
+    )
+    max_response_bytes: int = Field(
+        4096, description="Bytes of a receiver's response that are read and recorded."
+    )
+    allowed_networks: list[str] = Field(
+        [],
+        description="CIDRs that webhook (and tool) URLs may reach although they are private "
+        'or loopback, e.g. `["127.0.0.1/32"]` for a local receiver. Cloud metadata '
+        "addresses stay refused. Plain http is accepted only outside production.",
+    )
+
+
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
     system_user: str = Field(
@@ -123,5 +164,6 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     pricing: PricingSettings = PricingSettings()
     stack: StackSettings = StackSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")

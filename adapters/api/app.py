@@ -8,13 +8,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from adapters.api import agents, costs, health, sessions
+from adapters.api import agents, costs, health, sessions, webhooks
 from adapters.api.errors import error_response, install_error_handlers
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
+from commands.webhooks import EndpointNotFound
 from domain.calls import CallEnded, CallNotStarted, InvalidSignal
 from domain.errors import AgentArchived, InvalidConfig
+from domain.webhooks import EndpointDeleted
 
 # exception -> (HTTP status, stable code); the exception's message says what to do
 _MAPPED: dict[type[Exception], tuple[int, str]] = {
@@ -28,6 +30,8 @@ _MAPPED: dict[type[Exception], tuple[int, str]] = {
     CallEnded: (409, "call_ended"),
     CallNotStarted: (409, "call_not_started"),
     InvalidSignal: (422, "invalid_call_update"),
+    EndpointNotFound: (404, "webhook_endpoint_not_found"),
+    EndpointDeleted: (404, "webhook_endpoint_not_found"),
 }
 
 
@@ -54,5 +58,6 @@ def create_app(container: Any) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(costs.router)
     app.include_router(costs.usage_router)
+    app.include_router(webhooks.router)
     app.include_router(health.router)
     return app

@@ -26,7 +26,7 @@ def _probe(check: Any) -> dict[str, Any]:
     return result
 
 
-APPLICATIONS = ("agents", "calls")  # every application the relay publishes
+APPLICATIONS = ("agents", "calls", "webhooks")  # every application the relay publishes
 
 
 def _postgres(container: Any) -> dict[str, Any]:

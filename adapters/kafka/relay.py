@@ -295,7 +295,7 @@ def run_relay(container: Any, stop: threading.Event | None = None) -> None:
     settings: Settings = container.settings
     if not ensure_topics_when_ready(settings, domain_topics(settings), stop):
         return
-    relays = [Relay(app, container.pool, settings) for app in (container.agents, container.calls)]
+    relays = [Relay(app, container.pool, settings) for app in container.applications()]
     threads = [
         threading.Thread(target=r.run_forever, args=(stop,), name=f"relay-{r.name}", daemon=True)
         for r in relays

@@ -1,6 +1,6 @@
 """The agents' event store recorder: eventsourcing's PostgreSQL recorder plus idempotency keys.
 
-The ``IdempotencyRecord``s passed to ``Application.save(..., idempotency=[records])`` are inserted
+The ``IdempotencyRecord``s passed to ``Application.save(..., records=[...])`` are inserted
 in the same transaction as the events. A replayed key collides on the primary key, the whole
 transaction rolls back, and the command layer answers with the first result.
 """
@@ -59,7 +59,7 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        records: list[IdempotencyRecord] = kwargs.get("idempotency") or []
+        records = [r for r in kwargs.get("records") or () if isinstance(r, IdempotencyRecord)]
         if records:
             curs.executemany(
                 self._insert_key,

@@ -18,11 +18,12 @@ class IdempotentPOPORecorder(POPOApplicationRecorder):
         super().__init__()
         self.keys: dict[tuple[str, str], IdempotencyRecord] = {}
         self.positions: dict[tuple[UUID, int], int] = {}
+        self.secrets: dict[tuple[UUID, int], Any] = {}  # (endpoint, version) -> SecretRecord
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        records: list[IdempotencyRecord] = kwargs.get("idempotency") or []
+        records = [r for r in kwargs.get("records") or () if isinstance(r, IdempotencyRecord)]
         with self._database_lock:
             for record in records:
                 if (record.space_id, record.key) in self.keys:
@@ -30,12 +31,19 @@ class IdempotentPOPORecorder(POPOApplicationRecorder):
             ids = super().insert_events(stored_events, **kwargs)
             for record in records:
                 self.keys[(record.space_id, record.key)] = record
+            for side in kwargs.get("records") or ():
+                if hasattr(side, "secret_version"):
+                    self.secrets[(side.endpoint_id, side.secret_version)] = side
             for event, nid in zip(stored_events, ids or (), strict=False):
                 self.positions[(UUID(str(event.originator_id)), event.originator_version)] = nid
             return ids
 
     def get_idempotency_record(self, space_id: str, key: str) -> IdempotencyRecord | None:
         return self.keys.get((space_id, key))
+
+    def get_secret(self, endpoint_id: UUID, version: int) -> str | None:
+        record = self.secrets.get((endpoint_id, version))
+        return None if record is None else record.secret
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         return self.positions.get((aggregate_id, version))

@@ -42,6 +42,7 @@ def isolated(base: Settings, name: str) -> Iterator[Settings]:
     try:
         migrate_postgres(container.pool)
         container.agents  # creates the event store's tables  # noqa: B018
+        container.webhooks  # noqa: B018 - and webhook_secrets
         migrate_clickhouse(container.clickhouse(), name)
     finally:
         container.close()

@@ -29,20 +29,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Process:
-    """One ``python -m infra.cli <command>`` child with its output in a log file."""
+    """One ``python -m infra.cli <command>`` child (``"webhooks send"`` names a subcommand) with
+    its output in a log file; ``env`` adds variables (settings the ``Settings`` object does not
+    carry to a child, e.g. ``VOXAGENT_WEBHOOKS__RETRY_SCHEDULE``)."""
 
-    def __init__(self, command: str, settings: Settings, log_dir: Path) -> None:
+    def __init__(
+        self, command: str, settings: Settings, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.command = command
         self.settings = settings
-        self.log = log_dir / f"{command}.log"
+        self.extra_env = env or {}
+        self.log = log_dir / f"{command.replace(' ', '-')}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", self.command],
+            [sys.executable, "-m", "infra.cli", *self.command.split()],
             cwd=REPO_ROOT,
-            env=settings_env(self.settings),
+            env={**settings_env(self.settings), **self.extra_env},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -20,7 +20,7 @@ class FakeStore:
         self.position = 0
         self.lock = threading.Lock()
 
-    def save(self, *events, idempotency=()):
+    def save(self, *events, records=()):
         with self.lock:
             self.calls.append([e.name for e in events])
             first = len(self.calls) == 1

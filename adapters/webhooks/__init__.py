@@ -1,0 +1,1 @@
+"""Outbound webhook delivery: Standard Webhooks signing, SSRF guard and the sending client."""

@@ -1,0 +1,70 @@
+"""The webhook dispatcher (``voxagent webhooks dispatch``): a Faust app that reads every domain
+topic and, per batch and in one transaction, keeps the ``webhook_endpoints`` read model up to
+date and enqueues one delivery per subscribed endpoint.
+
+Idempotent without a tracking record: endpoint rows are version-guarded and deliveries are keyed
+by (endpoint, event), so Kafka redelivery or a reset consumer group enqueues nothing twice. An
+endpoint receives the events that occurred after it was created. Unusable messages go to
+``<prefix>.webhooks.v1.dlq`` (the projectors dead-letter them on their own topics too).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.webhooks.queue import Fanout, enqueue
+from projections.faust_app import PG_BATCH, PG_WITHIN, Item, Projector
+from projections.faust_runtime import new_faust_app, run_faust_worker
+from projections.webhooks import (
+    apply_endpoint_rows,
+    endpoint_row,
+    is_endpoint_event,
+    subscribed_endpoints,
+    targets,
+)
+
+CONTEXTS = ("agents", "calls", "webhooks")
+
+
+def project(env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The endpoint row of an endpoint event (validates it), else nothing."""
+    return endpoint_row(env) if env is not None and is_endpoint_event(env) else None
+
+
+def apply_batch(pool: Any, items: list[Item]) -> int:
+    """Endpoint rows, then the deliveries of every usable envelope; one transaction."""
+    usable = [(i.raw, i.envelope) for i in items if i.envelope is not None and i.raw is not None]
+    rows = [i.rows for i in items if i.envelope is not None and i.rows is not None]
+    with pool.connection() as conn, conn.transaction():
+        apply_endpoint_rows(conn, rows)
+        spaces = {str(env["space_id"]) for _, env in usable if env.get("space_id")}
+        endpoints = subscribed_endpoints(conn, spaces) if spaces else {}
+        fanouts = []
+        for raw, env in usable:
+            ids = targets(env, endpoints)
+            if ids:
+                fanouts.append(Fanout(raw.decode(), env, ids))
+        return enqueue(conn, fanouts, datetime.now(UTC))
+
+
+def build_dispatch_app(container: Any, *, app_id: str | None = None) -> Any:
+    settings = container.settings
+    name = app_id or f"{settings.topic_prefix}-webhooks"
+    app = new_faust_app(settings, name)
+    names = [container.topic(c) for c in CONTEXTS]
+    topic = app.topic(*names, value_type=bytes, key_type=bytes)
+    dispatcher = Projector(app, "webhooks", f"{container.topic('webhooks')}.dlq", project)
+
+    @app.agent(topic, name=f"{name}.dispatch")
+    async def dispatch(stream: Any) -> None:
+        async for events in stream.take_events(PG_BATCH, within=PG_WITHIN):
+            items = await dispatcher.items(events)
+            await dispatcher.run(items, lambda batch: apply_batch(container.pool, batch))
+
+    return app
+
+
+def run_dispatcher(container: Any, *, loglevel: str | None = None) -> None:
+    """Run the dispatcher's Faust worker in this process until SIGINT/SIGTERM."""
+    run_faust_worker(container, build_dispatch_app, loglevel=loglevel)

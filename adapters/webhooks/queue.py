@@ -1,0 +1,227 @@
+"""The durable delivery queue in PostgreSQL: enqueue, claim, record (DESIGN §4 webhooks).
+
+- The dispatcher enqueues one row per (endpoint, event); the row id is derived from both, so a
+  redelivered Kafka message adds nothing.
+- A sender claims due rows with ``FOR UPDATE SKIP LOCKED`` and moves their ``next_attempt_at``
+  past a lease: a sender killed mid-attempt leaves rows that fall due again after the lease, and
+  the retry carries the same ``webhook-id``.
+- Recording an attempt, the delivery's new state and the endpoint's health is one transaction
+  per batch of finished attempts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid5
+
+from psycopg import Connection
+
+from adapters.webhooks.http import Outcome
+from domain.delivery import RetryPolicy
+
+NAMESPACE = UUID("2f0f6d1e-7c55-4b8e-9d8e-5b7f0e1c9a40")
+CHANNEL = "webhook_deliveries"  # NOTIFY channel that wakes the senders
+RESPONSE_LIMIT = 4096
+
+
+def delivery_id(endpoint_id: UUID, event_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"{endpoint_id}:{event_id}")
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """One event (its exact JSON body) and the endpoints that receive it."""
+
+    payload: str
+    envelope: dict[str, Any]
+    endpoint_ids: list[UUID]
+
+
+def enqueue(conn: Connection[Any], fanouts: Iterable[Fanout], now: datetime) -> int:
+    """Insert the deliveries (in the caller's transaction) and wake the senders on commit."""
+    ids, spaces, endpoints, events, types, payloads, occurred = [], [], [], [], [], [], []
+    for f in fanouts:
+        for endpoint_id in f.endpoint_ids:
+            ids.append(delivery_id(endpoint_id, f.envelope["event_id"]))
+            spaces.append(f.envelope["space_id"])
+            endpoints.append(endpoint_id)
+            events.append(f.envelope["event_id"])
+            types.append(f.envelope["type"])
+            payloads.append(f.payload)
+            occurred.append(f.envelope["occurred_at"])
+    if not ids:
+        return 0
+    cur = conn.execute(
+        "INSERT INTO webhook_deliveries (id, space_id, endpoint_id, event_id, event_type, "
+        "payload, next_attempt_at, occurred_at, enqueued_at) "
+        "SELECT u.id, u.space_id, u.endpoint_id, u.event_id, u.event_type, u.payload, "
+        "%(now)s, u.occurred_at, %(now)s "
+        "FROM unnest(%(ids)s::uuid[], %(spaces)s::text[], %(endpoints)s::uuid[], "
+        "%(events)s::text[], %(types)s::text[], %(payloads)s::text[], "
+        "%(occurred)s::timestamptz[]) "
+        "AS u(id, space_id, endpoint_id, event_id, event_type, payload, occurred_at) "
+        "ORDER BY u.id ON CONFLICT (id) DO NOTHING",
+        {"ids": ids, "spaces": spaces, "endpoints": endpoints, "events": events,
+         "types": types, "payloads": payloads, "occurred": occurred, "now": now},
+    )  # fmt: skip
+    inserted = max(cur.rowcount, 0)
+    if inserted:
+        conn.execute(f"NOTIFY {CHANNEL}")
+    return inserted
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: UUID
+    space_id: str
+    endpoint_id: UUID
+    event_id: str
+    payload: str
+    attempts: int
+    schedule_step: int
+    url: str
+    secrets: list[str]  # every secret that signs now, newest first
+
+
+_CLAIM = """
+WITH picked AS (
+    SELECT d.id FROM webhook_endpoints e
+    CROSS JOIN LATERAL (
+        SELECT q.id FROM webhook_deliveries q
+        WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_at <= %(now)s
+        ORDER BY q.next_attempt_at
+        LIMIT %(per_endpoint)s
+        FOR UPDATE SKIP LOCKED
+    ) d
+    WHERE e.enabled AND NOT e.deleted AND NOT (e.id = ANY(%(saturated)s::uuid[]))
+    LIMIT %(limit)s
+), leased AS (
+    UPDATE webhook_deliveries q SET next_attempt_at = %(lease_until)s
+    FROM picked WHERE q.id = picked.id
+    RETURNING q.id, q.space_id, q.endpoint_id, q.event_id, q.payload, q.attempts,
+              q.schedule_step
+)
+SELECT l.*, e.url, ARRAY(
+    SELECT s.secret FROM webhook_secrets s
+    WHERE s.endpoint_id = l.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
+    ORDER BY s.secret_version DESC) AS secrets
+FROM leased l JOIN webhook_endpoints e ON e.id = l.endpoint_id
+"""
+
+
+def claim(
+    conn: Connection[Any], now: datetime, lease: timedelta, *, limit: int, per_endpoint: int,
+    saturated: Iterable[UUID] = (),
+) -> list[Claimed]:  # fmt: skip
+    """Lease up to ``limit`` due deliveries, at most ``per_endpoint`` per endpoint, none of the
+    ``saturated`` endpoints; commits."""
+    params = {
+        "now": now, "lease_until": now + lease, "limit": limit, "per_endpoint": per_endpoint,
+        "saturated": list(saturated),
+    }  # fmt: skip
+    with conn.transaction():
+        rows = conn.execute(_CLAIM, params).fetchall()
+    return [Claimed(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Finished:
+    claimed: Claimed
+    started_at: datetime
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class Failing:
+    """An endpoint that has failed every attempt since ``failing_since``."""
+
+    endpoint_id: UUID
+    space_id: str
+    failing_since: datetime
+
+
+def record(
+    conn: Connection[Any], finished: list[Finished], policy: RetryPolicy, now: datetime,
+    draw: Callable[[], float],
+) -> list[Failing]:  # fmt: skip
+    """Record the attempts and each delivery's next state; returns the endpoints that have now
+    been failing for ``policy.disable_after``. A delivery whose lease another sender took over
+    (its ``attempts`` moved on) keeps the other sender's state."""
+    attempts, succeeded, retried, failed = [], [], [], []
+    healthy: dict[UUID, str] = {}
+    failing: dict[UUID, str] = {}
+    for f in finished:
+        c, o = f.claimed, f.outcome
+        attempts.append((c.id, c.attempts + 1, f.started_at, o.status_code, o.latency_ms,
+                         o.error, o.response_body[:RESPONSE_LIMIT]))  # fmt: skip
+        common = (f.started_at, o.status_code, o.error, c.id, c.attempts)
+        if o.ok:
+            succeeded.append((now, *common))
+            healthy[c.endpoint_id] = c.space_id
+            continue
+        failing[c.endpoint_id] = c.space_id
+        delay = policy.retry_delay(c.schedule_step + 1, draw())
+        if delay is None:
+            failed.append((now, *common))
+        else:
+            retried.append((now + timedelta(seconds=delay), *common))
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, "
+            "latency_ms, error, response_body) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            attempts,
+        )
+        guard = "WHERE id = %s AND status = 'pending' AND attempts = %s"
+        last = (
+            "attempts = attempts + 1, last_attempt_at = %s, last_status_code = %s, last_error = %s"
+        )
+        if succeeded:
+            cur.executemany(f"UPDATE webhook_deliveries SET status = 'succeeded', "
+                            f"completed_at = %s, {last} {guard}", succeeded)  # fmt: skip
+        if retried:
+            cur.executemany(f"UPDATE webhook_deliveries SET next_attempt_at = %s, "
+                            f"schedule_step = schedule_step + 1, {last} {guard}",
+                            retried)  # fmt: skip
+        if failed:
+            cur.executemany(f"UPDATE webhook_deliveries SET status = 'failed', "
+                            f"completed_at = %s, schedule_step = schedule_step + 1, "
+                            f"{last} {guard}", failed)  # fmt: skip
+        for endpoint_id in sorted(healthy):
+            failing.pop(endpoint_id, None)
+            cur.execute(
+                "INSERT INTO webhook_endpoint_health (endpoint_id, last_success_at) "
+                "VALUES (%s, %s) ON CONFLICT (endpoint_id) DO UPDATE "
+                "SET failing_since = NULL, last_success_at = excluded.last_success_at",
+                (endpoint_id, now),
+            )
+        gave_up: list[Failing] = []
+        for endpoint_id in sorted(failing):
+            cur.execute(
+                "INSERT INTO webhook_endpoint_health AS h (endpoint_id, failing_since, "
+                "last_failure_at) VALUES (%s, %s, %s) ON CONFLICT (endpoint_id) DO UPDATE "
+                "SET failing_since = COALESCE(h.failing_since, excluded.failing_since), "
+                "last_failure_at = excluded.last_failure_at RETURNING failing_since",
+                (endpoint_id, now, now),
+            )
+            row = cur.fetchone()
+            since = row[0] if row else None
+            if since is not None and policy.should_disable(since, now):
+                gave_up.append(Failing(endpoint_id, failing[endpoint_id], since))
+    return gave_up
+
+
+def enqueue_one(
+    conn: Connection[Any], endpoint_id: UUID, body: dict[str, Any], now: datetime
+) -> UUID:
+    """One delivery of ``body`` (an envelope, e.g. ``webhook.test``) to one endpoint, sent like
+    any other; commits."""
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    fanout = Fanout(payload, body, [endpoint_id])
+    with conn.transaction():
+        enqueue(conn, [fanout], now)
+    return delivery_id(endpoint_id, body["event_id"])

@@ -1,0 +1,51 @@
+"""The public event types: what integrators can subscribe to and analysts can query."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from domain.contract import CONTEXT_OF
+
+_PATTERN = re.compile(r"^(\*|[a-z]+\.\*|[a-z]+\.[a-z_]+)$")
+TEST_EVENT_TYPE = "webhook.test"  # sent on request to one endpoint, whatever it subscribes to
+
+
+@cache
+def event_classes() -> tuple[Any, ...]:
+    from domain.agents import VoiceAgent
+    from domain.calls import Call
+    from domain.webhooks import WebhookEndpoint
+
+    return tuple(
+        cls
+        for aggregate in (VoiceAgent, Call, WebhookEndpoint)
+        for cls in vars(aggregate).values()
+        if isinstance(cls, type) and "." in str(getattr(cls, "TOPIC", ""))
+        and not str(getattr(cls, "TOPIC", "")).startswith("voxagent.")
+    )  # fmt: skip
+
+
+@cache
+def event_types() -> frozenset[str]:
+    return frozenset(cls.TOPIC for cls in event_classes())
+
+
+def check_event_pattern(pattern: str) -> str:
+    """``*``, ``<aggregate>.*`` or a known event type; ValueError naming the problem."""
+    if not _PATTERN.match(pattern):
+        raise ValueError(
+            f"{pattern!r} is not an event type pattern; use a type such as 'call.ended', "
+            "a wildcard such as 'call.*', or '*'"
+        )
+    if pattern == "*":
+        return pattern
+    aggregate, name = pattern.split(".", 1)
+    if aggregate not in CONTEXT_OF:
+        raise ValueError(f"{pattern!r}: unknown aggregate {aggregate!r}; known: "
+                         + ", ".join(sorted(CONTEXT_OF)))  # fmt: skip
+    if name != "*" and pattern not in event_types():
+        known = sorted(t for t in event_types() if t.startswith(aggregate + "."))
+        raise ValueError(f"{pattern!r} is not an event type; {aggregate} has: {', '.join(known)}")
+    return pattern

@@ -20,7 +20,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from adapters.webhooks.guard import TargetPolicy
 from adapters.webhooks.http import Outcome, WebhookClient
-from adapters.webhooks.signing import new_secret, signed_headers
+from adapters.webhooks.signing import signed_headers
+from commands.webhooks import new_secret
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,14 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from commands.webhooks import check_secret
 from domain.webhooks import EndpointSpec
+
+
+def _checked_secret(value: str | None) -> str | None:
+    return None if value is None else check_secret(value)
 
 
 class EndpointCreate(EndpointSpec):
@@ -16,6 +21,8 @@ class EndpointCreate(EndpointSpec):
         None, description="Your own signing secret (`whsec_` + base64 of 24-64 bytes); "
         "generated when absent."
     )  # fmt: skip
+
+    _secret = field_validator("secret")(_checked_secret)
 
 
 class EndpointPatch(BaseModel):
@@ -59,6 +66,8 @@ class RotateBody(BaseModel):
         description="How long the previous secret keeps signing next to the new one.",
     )  # fmt: skip
     secret: str | None = Field(None, description="Your own new secret; generated when absent.")
+
+    _secret = field_validator("secret")(_checked_secret)
 
 
 class SecretRotated(BaseModel):

@@ -44,8 +44,20 @@ def _postgres(container: Any) -> dict[str, Any]:
                 "event_store_position": head_pos,
                 "relay_lag_events": max(head_pos - relay_pos, 0),
             }
+        queue = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'pending'), "
+            "count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()), "
+            "EXTRACT(EPOCH FROM now() - min(enqueued_at) FILTER (WHERE status = 'pending')) "
+            "FROM webhook_deliveries"
+        ).fetchone()
         conn.rollback()
-    return {"applications": stores}
+    pending, due, oldest = queue if queue else (0, 0, None)
+    webhooks = {
+        "pending": pending,
+        "due": due,
+        "oldest_pending_seconds": None if oldest is None else round(float(oldest), 3),
+    }
+    return {"applications": stores, "webhook_queue": webhooks}
 
 
 def _kafka(container: Any) -> dict[str, Any]:

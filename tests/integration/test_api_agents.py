@@ -245,8 +245,10 @@ def test_health_reports_each_dependency(client):
     assert set(body["dependencies"]) == {"postgres", "kafka", "clickhouse"}
     assert all(dep["ok"] for dep in body["dependencies"].values())
     stores = body["dependencies"]["postgres"]["applications"]
-    assert set(stores) == {"agents", "calls"}
+    assert set(stores) == {"agents", "calls", "webhooks"}
     assert all(store["relay_lag_events"] >= 0 for store in stores.values())
+    queue = body["dependencies"]["postgres"]["webhook_queue"]
+    assert queue["pending"] >= queue["due"] >= 0
 
 
 def test_openapi_describes_the_agent_routes(client):

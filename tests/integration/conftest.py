@@ -19,6 +19,16 @@ from projections import agent_queries
 from tests.support.databases import isolated
 from tests.support.jwt import JwksServer
 from tests.support.processes import Process, eventually
+from tests.support.receiver import Receiver
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local webhook receiver (tests.support.receiver); every held request is let go."""
+    rec = Receiver().start()
+    yield rec
+    rec.release.set()
+    rec.stop()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,6 @@ from domain.webhooks import EndpointSpec
 from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings, WebhookSettings
 from projections.webhooks import apply_endpoint_rows, endpoint_row
-from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 LOOPBACK = TargetPolicy.from_strings(True, ["127.0.0.1/32"])
@@ -63,14 +62,6 @@ def wh(stack_settings: Settings) -> Iterator[Container]:
     c = bootstrap(stack_settings.model_copy(update={"webhooks": conf}))
     yield c
     c.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver().start()
-    yield rec
-    rec.release.set()
-    rec.stop()
 
 
 def endpoint(wh: Container, url: str, space: str | None = None) -> tuple[UUID, str]:

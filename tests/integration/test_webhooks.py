@@ -23,7 +23,6 @@ from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings, WebhookSettings
 from projections import webhooks as endpoint_queries
 from tests.support.processes import Process, eventually
-from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +79,6 @@ def wh_container(wh_settings: Settings, issuer) -> Iterator[Container]:
 def api(wh_container: Container, dispatcher: Process) -> Iterator[TestClient]:
     with TestClient(create_app(wh_container)) as client:
         yield client
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver().start()
-    yield rec
-    rec.release.set()
-    rec.stop()
 
 
 @pytest.fixture

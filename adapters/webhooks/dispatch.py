@@ -1,6 +1,7 @@
 """The webhook dispatcher (``voxagent webhooks dispatch``): a Faust app that reads every domain
 topic and, per batch and in one transaction, keeps the ``webhook_endpoints`` read model up to
-date and enqueues one delivery per subscribed endpoint.
+date, fails the pending deliveries of deleted endpoints, and enqueues one delivery per
+subscribed endpoint.
 
 Idempotent without a tracking record: endpoint rows are version-guarded and deliveries are keyed
 by (endpoint, event), so Kafka redelivery or a reset consumer group enqueues nothing twice. An
@@ -13,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.webhooks.queue import Fanout, enqueue
+from adapters.webhooks.queue import Fanout, cancel_pending, enqueue
 from projections.faust_app import PG_BATCH, PG_WITHIN, Item, Projector
 from projections.faust_runtime import new_faust_app, run_faust_worker
 from projections.webhooks import (
@@ -36,8 +37,10 @@ def apply_batch(pool: Any, items: list[Item]) -> int:
     """Endpoint rows, then the deliveries of every usable envelope; one transaction."""
     usable = [(i.raw, i.envelope) for i in items if i.envelope is not None and i.raw is not None]
     rows = [i.rows for i in items if i.envelope is not None and i.rows is not None]
+    now = datetime.now(UTC)
     with pool.connection() as conn, conn.transaction():
         apply_endpoint_rows(conn, rows)
+        cancel_pending(conn, [r["id"] for r in rows if r["deleted"]], now)
         spaces = {str(env["space_id"]) for _, env in usable if env.get("space_id")}
         endpoints = subscribed_endpoints(conn, spaces) if spaces else {}
         fanouts = []
@@ -45,7 +48,7 @@ def apply_batch(pool: Any, items: list[Item]) -> int:
             ids = targets(env, endpoints)
             if ids:
                 fanouts.append(Fanout(raw.decode(), env, ids))
-        return enqueue(conn, fanouts, datetime.now(UTC))
+        return enqueue(conn, fanouts, now)
 
 
 def build_dispatch_app(container: Any, *, app_id: str | None = None) -> Any:

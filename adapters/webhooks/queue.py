@@ -74,6 +74,18 @@ def enqueue(conn: Connection[Any], fanouts: Iterable[Fanout], now: datetime) -> 
     return inserted
 
 
+def cancel_pending(conn: Connection[Any], endpoint_ids: list[UUID], now: datetime) -> int:
+    """The pending deliveries of deleted endpoints fail for good (in the caller's transaction)."""
+    if not endpoint_ids:
+        return 0
+    cur = conn.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', completed_at = %s, "
+        "last_error = 'endpoint_deleted' WHERE endpoint_id = ANY(%s) AND status = 'pending'",
+        (now, endpoint_ids),
+    )
+    return max(cur.rowcount, 0)
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: UUID

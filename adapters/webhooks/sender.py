@@ -26,7 +26,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from adapters.webhooks import queue
-from adapters.webhooks.http import WebhookClient
+from adapters.webhooks.http import Outcome, WebhookClient
 from adapters.webhooks.signing import signed_headers
 from domain.delivery import RetryPolicy
 
@@ -99,9 +99,7 @@ class Sender:
         try:
             async with slots:
                 started = self.clock()
-                body = item.payload.encode()
-                headers = signed_headers(item.event_id, int(time.time()), body, item.secrets)
-                outcome = await self.client.post(item.url, body, headers)
+                outcome = await self._post(item)
             self.finished.append(queue.Finished(item, started, outcome))
         finally:
             self.in_flight[item.endpoint_id] -= 1
@@ -109,6 +107,19 @@ class Sender:
                 del self.in_flight[item.endpoint_id]
                 self.slots.pop(item.endpoint_id, None)
             self.wake.set()
+
+    async def _post(self, item: queue.Claimed) -> Outcome:
+        """Sign and send; a problem on our side is recorded as the attempt's error too."""
+        if not item.secrets:
+            log.error("webhook endpoint %s has no signing secret in force", item.endpoint_id)
+            return Outcome(None, 0, "no_signing_secret")
+        try:
+            body = item.payload.encode()
+            headers = signed_headers(item.event_id, int(time.time()), body, item.secrets)
+            return await self.client.post(item.url, body, headers)
+        except Exception as exc:  # noqa: BLE001 - recorded and retried like any failure
+            log.exception("sending webhook delivery %s failed", item.id)
+            return Outcome(None, 0, f"internal_error: {type(exc).__name__}")
 
     async def flush(self) -> int:
         """Record the finished attempts; ask to disable endpoints that kept failing."""

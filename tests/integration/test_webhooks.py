@@ -384,3 +384,22 @@ def test_a_failed_delivery_is_replayed_with_the_same_id(
     eventually(lambda: len(receiver.on("/replay")) == delivery["attempts"] + 2,
                processes=(sender,))  # fmt: skip
     assert receiver.on("/replay")[-1].webhook_id == event
+
+
+def test_deleting_an_endpoint_fails_its_pending_deliveries(api, issuer, wh_container):
+    sp = space()
+    made = create_endpoint(api, issuer, sp, "https://hooks.example.com/deleted")
+    eid = made["id"]
+    eventually(lambda: api.get(f"/api/webhooks/{eid}", headers=issuer.headers(sp)).is_success)
+    create_agents(wh_container, sp, 2)  # no sender runs: they stay pending
+
+    def states() -> list[tuple[str, str | None]]:
+        with wh_container.pool.connection() as conn:
+            return conn.execute(
+                "SELECT status, last_error FROM webhook_deliveries WHERE endpoint_id = %s",
+                (eid,),
+            ).fetchall()
+
+    eventually(lambda: states() == [("pending", None)] * 2)
+    assert api.delete(f"/api/webhooks/{eid}", headers=issuer.headers(sp)).status_code == 204
+    eventually(lambda: states() == [("failed", "endpoint_deleted")] * 2)

@@ -92,8 +92,9 @@ def plan_call(
     """The signals of simulated call ``index`` of run ``seed`` (deterministic)."""
     rng = random.Random(f"{seed}:{index}")  # noqa: S311 - a simulation, not crypto
     call_id = uuid.UUID(int=rng.getrandbits(128), version=4)
-    names, weights = zip(*CHANNELS, strict=True)
-    channel = rng.choices(names, weights)[0]
+    names = [name for name, _ in CHANNELS]
+    weights = [weight for _, weight in CHANNELS]
+    channel: str = rng.choices(names, weights)[0]
     phone = channel != "web"
     steps: list[Step] = []
     base = {

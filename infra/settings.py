@@ -131,12 +131,15 @@ class WebhookSettings(BaseModel):
         description="A claimed delivery whose sender died is retried after twice the "
         "timeout plus this margin (with the same webhook-id).",
     )
+    retention_days: float = Field(
+        30.0, description="Finished deliveries and their attempts are kept this long."
+    )
     max_response_bytes: int = Field(
         4096, description="Bytes of a receiver's response that are read and recorded."
     )
     allowed_networks: list[str] = Field(
         [],
-        description="CIDRs that webhook (and tool) URLs may reach although they are private "
+        description="CIDRs that webhook URLs may reach although they are private "
         'or loopback, e.g. `["127.0.0.1/32"]` for a local receiver. Cloud metadata '
         "addresses stay refused. Plain http is accepted only outside production.",
     )

@@ -121,9 +121,10 @@ def targets(env: dict[str, Any], endpoints: Subscribers) -> list[UUID]:
 
 
 def get_endpoint(conn: Connection[Any], space_id: str, endpoint_id: UUID) -> dict[str, Any] | None:
+    """The endpoint's row, deleted or not (the caller decides what a deleted one means)."""
     cur = conn.execute(
         f"SELECT {', '.join(ENDPOINT_COLUMNS)} FROM webhook_endpoints "
-        "WHERE space_id = %s AND id = %s AND NOT deleted",
+        "WHERE space_id = %s AND id = %s",
         (space_id, endpoint_id),
     )
     row = cur.fetchone()

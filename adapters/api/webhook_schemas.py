@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from commands.webhooks import check_secret
 from domain.webhooks import EndpointSpec
@@ -133,7 +133,9 @@ class DeliveryQueued(BaseModel):
 class ReplayBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime = Field(description="Replay deliveries enqueued at or after this moment.")
+    since: AwareDatetime = Field(
+        description="Replay deliveries enqueued at or after this moment (with a time zone)."
+    )
 
 
 class ReplayResult(BaseModel):

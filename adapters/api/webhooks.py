@@ -136,7 +136,7 @@ def get_endpoint(
         lambda conn: endpoint_queries.get_endpoint(conn, caller.space_id, endpoint_id),
         wanted, f"webhook endpoint {endpoint_id}",
     )  # fmt: skip
-    if row is None:
+    if row is None or row["deleted"]:
         raise ApiError(404, "webhook_endpoint_not_found", f"No webhook endpoint {endpoint_id}.")
     response.headers["ETag"] = f'"{row["version"]}"'
     return EndpointPublic(**row)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.webhooks.queue import Fanout, cancel_pending, enqueue
+from adapters.webhooks.queue import Fanout, cancel_pending, enqueue, reset_health
 from projections.faust_app import PG_BATCH, PG_WITHIN, Item, Projector
 from projections.faust_runtime import new_faust_app, run_faust_worker
 from projections.webhooks import (
@@ -33,6 +33,15 @@ def project(env: dict[str, Any] | None) -> dict[str, Any] | None:
     return endpoint_row(env) if env is not None and is_endpoint_event(env) else None
 
 
+def re_enabled(env: dict[str, Any]) -> bool:
+    data = env.get("data") or {}
+    return (
+        env.get("type") == "webhook.endpoint_updated"
+        and "enabled" in (data.get("changed") or ())
+        and bool((data.get("endpoint") or {}).get("enabled"))
+    )
+
+
 def apply_batch(pool: Any, items: list[Item]) -> int:
     """Endpoint rows, then the deliveries of every usable envelope; one transaction."""
     usable = [(i.raw, i.envelope) for i in items if i.envelope is not None and i.raw is not None]
@@ -41,6 +50,7 @@ def apply_batch(pool: Any, items: list[Item]) -> int:
     with pool.connection() as conn, conn.transaction():
         apply_endpoint_rows(conn, rows)
         cancel_pending(conn, [r["id"] for r in rows if r["deleted"]], now)
+        reset_health(conn, [env["aggregate_id"] for _, env in usable if re_enabled(env)])
         spaces = {str(env["space_id"]) for _, env in usable if env.get("space_id")}
         endpoints = subscribed_endpoints(conn, spaces) if spaces else {}
         fanouts = []

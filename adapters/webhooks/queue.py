@@ -25,7 +25,6 @@ from domain.delivery import RetryPolicy
 
 NAMESPACE = UUID("2f0f6d1e-7c55-4b8e-9d8e-5b7f0e1c9a40")
 CHANNEL = "webhook_deliveries"  # NOTIFY channel that wakes the senders
-RESPONSE_LIMIT = 4096
 
 
 def delivery_id(endpoint_id: UUID, event_id: str) -> UUID:
@@ -74,6 +73,28 @@ def enqueue(conn: Connection[Any], fanouts: Iterable[Fanout], now: datetime) -> 
     return inserted
 
 
+def reset_health(conn: Connection[Any], endpoint_ids: list[UUID]) -> None:
+    """Re-enabled endpoints start a fresh failure window (in the caller's transaction)."""
+    if endpoint_ids:
+        conn.execute(
+            "UPDATE webhook_endpoint_health SET failing_since = NULL WHERE endpoint_id = ANY(%s)",
+            (endpoint_ids,),
+        )
+
+
+def prune(conn: Connection[Any], before: datetime, limit: int = 10_000) -> int:
+    """Forget finished deliveries (and their attempts) completed before ``before``; commits."""
+    with conn.transaction():
+        cur = conn.execute(
+            "WITH old AS (SELECT id FROM webhook_deliveries WHERE status <> 'pending' "
+            "AND completed_at < %s LIMIT %s), "
+            "attempts AS (DELETE FROM webhook_attempts a USING old WHERE a.delivery_id = old.id) "
+            "DELETE FROM webhook_deliveries d USING old WHERE d.id = old.id",
+            (before, limit),
+        )
+        return max(cur.rowcount, 0)
+
+
 def cancel_pending(conn: Connection[Any], endpoint_ids: list[UUID], now: datetime) -> int:
     """The pending deliveries of deleted endpoints fail for good (in the caller's transaction)."""
     if not endpoint_ids:
@@ -103,13 +124,14 @@ _CLAIM = """
 WITH picked AS (
     SELECT d.id FROM webhook_endpoints e
     CROSS JOIN LATERAL (
-        SELECT q.id FROM webhook_deliveries q
+        SELECT q.id, q.next_attempt_at FROM webhook_deliveries q
         WHERE q.endpoint_id = e.id AND q.status = 'pending' AND q.next_attempt_at <= %(now)s
         ORDER BY q.next_attempt_at
         LIMIT %(per_endpoint)s
         FOR UPDATE SKIP LOCKED
     ) d
     WHERE e.enabled AND NOT e.deleted AND NOT (e.id = ANY(%(saturated)s::uuid[]))
+    ORDER BY d.next_attempt_at  -- the longest waiting first, whichever endpoint they are for
     LIMIT %(limit)s
 ), leased AS (
     UPDATE webhook_deliveries q SET next_attempt_at = %(lease_until)s
@@ -169,7 +191,7 @@ def record(
     for f in finished:
         c, o = f.claimed, f.outcome
         attempts.append((c.id, c.attempts + 1, f.started_at, o.status_code, o.latency_ms,
-                         o.error, o.response_body[:RESPONSE_LIMIT]))  # fmt: skip
+                         o.error, o.response_body))  # fmt: skip
         common = (f.started_at, o.status_code, o.error, c.id, c.attempts)
         if o.ok:
             succeeded.append((now, *common))

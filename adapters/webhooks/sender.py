@@ -32,6 +32,7 @@ from domain.delivery import RetryPolicy
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.02
+PRUNE_SECONDS = 3600.0
 
 OnFailing = Callable[[queue.Failing], Awaitable[None]]
 
@@ -64,7 +65,6 @@ class Sender:
         self.tasks: set[asyncio.Task[None]] = set()
         self.finished: list[queue.Finished] = []
         self.wake = asyncio.Event()
-        self.disabling: set[UUID] = set()
         self.sent = 0
 
     # -- one turn -------------------------------------------------------------------------
@@ -139,13 +139,11 @@ class Sender:
             log.exception("could not record %d webhook attempts; they will be retried", len(batch))
             return 0
         self.sent += len(batch)
-        for f in failing:
-            if f.endpoint_id not in self.disabling and self.on_failing is not None:
-                self.disabling.add(f.endpoint_id)
+        for f in failing:  # until the dispatcher projects the disable; disabling is idempotent
+            if self.on_failing is not None:
                 try:
                     await self.on_failing(f)
                 except Exception:
-                    self.disabling.discard(f.endpoint_id)
                     log.exception("could not disable webhook endpoint %s", f.endpoint_id)
         return len(batch)
 
@@ -159,6 +157,7 @@ class Sender:
     async def run(self, stop: asyncio.Event) -> None:
         listener = asyncio.create_task(self._listen(stop)) if self.listen_conninfo else None
         flusher = asyncio.create_task(self._flush_forever(stop))
+        pruner = asyncio.create_task(self._prune_forever(stop))
         try:
             while not stop.is_set():
                 self.wake.clear()
@@ -172,7 +171,7 @@ class Sender:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
         finally:
-            for task in (listener, flusher):
+            for task in (listener, flusher, pruner):
                 if task is not None:
                     task.cancel()
             await self.drain()
@@ -181,6 +180,22 @@ class Sender:
         while not stop.is_set():
             await asyncio.sleep(FLUSH_SECONDS)
             await self.flush()
+
+    async def _prune_forever(self, stop: asyncio.Event) -> None:
+        """Forget deliveries finished longer than ``retention_days`` ago, hourly."""
+        while not stop.is_set():
+            before = self.clock() - timedelta(days=self.settings.retention_days)
+            try:
+                while await asyncio.to_thread(self._prune, before):
+                    pass
+            except Exception:
+                log.exception("pruning old webhook deliveries failed; next try in an hour")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PRUNE_SECONDS)
+
+    def _prune(self, before: datetime) -> int:
+        with self.pool.connection() as conn:
+            return queue.prune(conn, before)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Wake the loop on every NOTIFY of new deliveries; reconnect after an error."""

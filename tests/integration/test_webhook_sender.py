@@ -7,6 +7,7 @@ Faust dispatcher, which test_webhooks.py runs for real)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,18 +17,21 @@ from uuid import UUID, uuid4
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from adapters.webhooks.dispatch import apply_batch
+from adapters.webhooks.dispatch import project as project_endpoint
 from adapters.webhooks.guard import TargetPolicy
 from adapters.webhooks.http import WebhookClient
-from adapters.webhooks.queue import enqueue_one
+from adapters.webhooks.queue import enqueue_one, prune
 from adapters.webhooks.service import build_sender
 from commands.agents import Actor
-from commands.webhooks import CreateEndpoint
+from commands.webhooks import CreateEndpoint, UpdateEndpoint
 from domain.catalogue import TEST_EVENT_TYPE
 from domain.contract import envelope, iso_ms
 from domain.delivery import DEFAULT_SCHEDULE
 from domain.webhooks import EndpointSpec
 from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings, WebhookSettings
+from projections.faust_app import Item
 from projections.webhooks import apply_endpoint_rows, endpoint_row
 
 pytestmark = pytest.mark.integration
@@ -258,3 +262,69 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled_with_an_event(wh, 
     last = list(wh.webhooks.events.get(eid))[-1]
     assert type(last).TOPIC == "webhook.endpoint_disabled"
     assert last.actor == "system:webhook-delivery"
+
+
+def failing_since(wh: Container, endpoint_id: UUID) -> datetime | None:
+    with wh.pool.connection() as conn:
+        found = conn.execute(
+            "SELECT failing_since FROM webhook_endpoint_health WHERE endpoint_id = %s",
+            (endpoint_id,),
+        ).fetchone()
+    return None if found is None else found[0]
+
+
+def test_re_enabling_an_endpoint_starts_a_fresh_failure_window(wh, receiver):
+    receiver.modes["/again"] = "fail"
+    clock = Clock()
+    eid, space = endpoint(wh, receiver.url("/again"))
+    enqueue(wh, eid, space, clock.now)
+
+    async def fail_once() -> None:
+        s = sender(wh, clock)
+        try:
+            await turn(s)
+        finally:
+            await s.client.close()
+
+    asyncio.run(fail_once())
+    assert failing_since(wh, eid) == clock.now
+    actor = Actor(space_id=space, subject="ops")
+    for enabled in (False, True):
+        wh.webhooks.update_endpoint(
+            actor, UpdateEndpoint(endpoint_id=eid, patch={"enabled": enabled})
+        )
+    events = list(wh.webhooks.events.get(eid))
+    items = []
+    for offset, event in enumerate(events):
+        position = wh.webhooks.recorder.position_of(eid, event.originator_version)
+        env = envelope(event, position)
+        raw = json.dumps(env).encode()
+        items.append(Item("t", 0, offset, None, raw, env, project_endpoint(env)))
+    apply_batch(wh.pool, items)  # what the dispatcher does with these events
+    assert failing_since(wh, eid) is None
+
+
+def test_finished_deliveries_are_pruned_after_the_retention(wh, receiver):
+    clock = Clock()
+    eid, space = endpoint(wh, receiver.url("/pruned"))
+    delivery = enqueue(wh, eid, space, clock.now)
+
+    async def deliver() -> None:
+        s = sender(wh, clock)
+        try:
+            await turn(s)
+        finally:
+            await s.client.close()
+
+    asyncio.run(deliver())
+    assert row(wh, delivery)["status"] == "succeeded"
+    with wh.pool.connection() as conn:
+        prune(conn, clock.now - timedelta(days=1))  # finished after that moment: kept
+        assert row(wh, delivery)["status"] == "succeeded"
+        pruned = prune(conn, clock.now + timedelta(days=31))
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM webhook_deliveries WHERE id = %s), "
+            "(SELECT count(*) FROM webhook_attempts WHERE delivery_id = %s)",
+            (delivery, delivery),
+        ).fetchone()
+    assert pruned >= 1 and left == (0, 0)

@@ -403,3 +403,13 @@ def test_deleting_an_endpoint_fails_its_pending_deliveries(api, issuer, wh_conta
     eventually(lambda: states() == [("pending", None)] * 2)
     assert api.delete(f"/api/webhooks/{eid}", headers=issuer.headers(sp)).status_code == 204
     eventually(lambda: states() == [("failed", "endpoint_deleted")] * 2)
+
+
+def test_a_deleted_endpoint_is_not_found_even_when_a_version_is_awaited(api, issuer):
+    sp = space()
+    made = create_endpoint(api, issuer, sp, "https://hooks.example.com/gone")
+    gone = api.delete(f"/api/webhooks/{made['id']}", headers=issuer.headers(sp))
+    version = int(gone.headers["ETag"].strip('"'))
+    resp = api.get(f"/api/webhooks/{made['id']}?min_version={version}", headers=issuer.headers(sp))
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "webhook_endpoint_not_found"

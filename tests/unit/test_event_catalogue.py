@@ -6,6 +6,7 @@ import pytest
 
 from domain.agents import VoiceAgent
 from domain.calls import Call
+from domain.webhooks import WebhookEndpoint
 from infra.settings import REPO_ROOT
 
 pytestmark = pytest.mark.unit
@@ -14,6 +15,8 @@ EVENTS = [
     VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived,
     Call.Created, Call.Started, Call.TranscriptAdded, Call.ToolInvoked, Call.TransferRequested,
     Call.TransferCompleted, Call.UsageRecorded, Call.TurnMetricsRecorded, Call.Ended,
+    WebhookEndpoint.Created, WebhookEndpoint.Updated, WebhookEndpoint.SecretRotated,
+    WebhookEndpoint.Disabled, WebhookEndpoint.Deleted,
 ]  # fmt: skip
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "space_id"}
 

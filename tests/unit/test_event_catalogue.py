@@ -39,3 +39,10 @@ def test_every_event_and_field_is_documented(event_class):
 
 def test_no_documented_event_is_unknown_to_the_code():
     assert set(sections()) == {e.TOPIC for e in EVENTS}
+
+
+def test_the_subscribable_catalogue_is_every_event_of_the_domain():
+    """What webhook subscriptions accept (domain.catalogue) is exactly the documented list."""
+    from domain.catalogue import event_classes
+
+    assert set(event_classes()) == set(EVENTS)

@@ -40,10 +40,53 @@ class SttConfig(Frozen):
     model: str | None = Field(None, max_length=128)
 
 
+class ScriptRule(Frozen):
+    """One rule of the scripted LLM: when the caller's words match, call a tool and/or reply.
+
+    ``reply`` and ``arguments`` may hold ``{{name}}`` placeholders: dynamic variables, the
+    pattern's named groups, and after a tool call ``{{result}}`` / ``{{result.field}}``.
+    """
+
+    match: str = Field(min_length=1, max_length=500, description="Regex, case-insensitive.")
+    reply: str = Field("", max_length=2000)
+    tool: str | None = Field(None, pattern=TOOL_NAME)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    end_call: bool = Field(False, description="Hang up after the reply.")
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _does_something(self) -> ScriptRule:
+        if not self.reply and not self.tool and not self.end_call:
+            raise ValueError("a rule needs a reply, a tool or end_call")
+        return self
+
+
 class LlmConfig(Frozen):
     provider: str = Field("scripted", pattern=PROVIDER_NAME)
     model: str | None = Field(None, max_length=128)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
+    base_url: str | None = Field(
+        None, description="An OpenAI-compatible endpoint (provider `openai-compatible`)."
+    )
+    script: tuple[ScriptRule, ...] = Field(
+        (), max_length=200, description="Rules of the `scripted` provider, tried in order."
+    )
+    fallback_reply: str = Field(
+        "I did not catch that. Could you say it again?", max_length=2000,
+        description="What the `scripted` provider says when no rule matches.",
+    )  # fmt: skip
+
+    _base_url = field_validator("base_url")(classmethod(lambda cls, v: check_http_url(v)))
 
 
 class TtsConfig(Frozen):
@@ -116,6 +159,17 @@ class AgentConfig(Frozen):
     tools: tuple[ToolConfig, ...] = Field((), max_length=64)
     webhooks: WebhooksConfig = WebhooksConfig()
     max_call_duration_seconds: int = Field(1800, ge=10, le=14_400)
+    silence_timeout_seconds: float = Field(
+        15.0, ge=3, le=600,
+        description="When neither side spoke for this long, the agent asks whether the caller "
+        "is still there; after a second such silence it ends the call.",
+    )  # fmt: skip
+    silence_prompt: str = Field("Are you still there?", max_length=500)
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Default dynamic variables for `{{name}}` placeholders (the pre-call "
+        "webhook can override them per call).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -130,6 +184,9 @@ class AgentConfig(Frozen):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
+        unknown = sorted({r.tool for r in self.llm.script if r.tool and r.tool not in names})
+        if unknown:
+            raise ValueError(f"llm.script names tools that are not configured: {unknown}")
         return self
 
     def as_data(self) -> dict[str, Any]:

@@ -32,6 +32,9 @@ class AgentPatch(BaseModel):
     tools: list[dict[str, Any]] | None = None
     webhooks: dict[str, Any] | None = None
     max_call_duration_seconds: int | None = None
+    silence_timeout_seconds: float | None = None
+    silence_prompt: str | None = None
+    variables: dict[str, str] | None = None
 
 
 class AgentPublic(AgentConfig):

@@ -29,7 +29,10 @@ def test_update_merges_nested_fields_and_bumps_config_version():
     agent = new_agent()
     assert agent.update({"llm": {"temperature": 0.2}, "first_message": "Hi!"}, "user-1")
     assert agent.config_version == 2
-    assert agent.config["llm"] == {"provider": "scripted", "model": None, "temperature": 0.2}
+    assert agent.config["llm"] == {
+        **AgentConfig(name="x").llm.model_dump(mode="json"),
+        "temperature": 0.2,
+    }
     assert agent.config["first_message"] == "Hi!"
     event = agent.collect_events()[-1]
     assert event.changed == ["first_message", "llm"]

@@ -46,7 +46,7 @@ from adapters.api.webhook_schemas import (
     TestBody,
 )
 from adapters.webhooks import deliveries
-from adapters.webhooks.guard import TargetRefused, check_url
+from adapters.net.guard import TargetRefused, check_url
 from adapters.webhooks.queue import enqueue_one
 from adapters.webhooks.service import target_policy
 from commands.webhooks import (

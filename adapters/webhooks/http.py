@@ -27,7 +27,7 @@ from types import TracebackType
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from adapters.webhooks.guard import GuardedResolver, TargetPolicy, TargetRefused, check_url
+from adapters.net.guard import GuardedResolver, TargetPolicy, TargetRefused, check_url
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-from adapters.webhooks.guard import TargetPolicy
+from adapters.net.guard import TargetPolicy
 from adapters.webhooks.http import WebhookClient
 from adapters.webhooks.queue import Failing
 from adapters.webhooks.sender import Sender

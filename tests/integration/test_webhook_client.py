@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from adapters.webhooks.guard import TargetPolicy
+from adapters.net.guard import TargetPolicy
 from adapters.webhooks.http import Outcome, WebhookClient
 from adapters.webhooks.signing import signed_headers
 from commands.webhooks import new_secret

@@ -19,7 +19,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from adapters.webhooks.dispatch import apply_batch
 from adapters.webhooks.dispatch import project as project_endpoint
-from adapters.webhooks.guard import TargetPolicy
+from adapters.net.guard import TargetPolicy
 from adapters.webhooks.http import WebhookClient
 from adapters.webhooks.queue import enqueue_one, prune
 from adapters.webhooks.service import build_sender

@@ -8,7 +8,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from adapters.webhooks.guard import (
+from adapters.net.guard import (
     GuardedResolver,
     TargetPolicy,
     TargetRefused,

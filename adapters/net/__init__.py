@@ -1,0 +1,1 @@
+"""Outbound network safety shared by webhooks and agent tools."""

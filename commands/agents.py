@@ -18,6 +18,7 @@ from commands.group_commit import GroupCommit
 from commands.writes import IdempotentWrites, Written
 from domain.agent_config import AgentConfig
 from domain.agents import VoiceAgent
+from domain.errors import ProviderUnavailable
 
 
 class AgentNotFound(Exception):
@@ -70,19 +71,27 @@ class Result:
 class AgentsApplication(Application[UUID]):
     name = "agents"
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        provider_problems: Callable[[AgentConfig], list[str]] | None = None,
+    ) -> None:
         super().__init__(env)
         self._group_commit = GroupCommit(self.save)
         self._writes = IdempotentWrites(self, self._group_commit, _conflict)
+        # what keeps a configuration from running in this deployment (unknown providers,
+        # missing API keys): refused when the agent is saved, not discovered mid-call
+        self._provider_problems = provider_problems or (lambda config: [])
 
     # -- commands -------------------------------------------------------------------------
     def create_agent(
         self, actor: Actor, cmd: CreateAgent, idempotency_key: str | None = None
     ) -> Result:
-        return self._command(
-            actor, cmd, idempotency_key, "create_agent",
-            lambda: VoiceAgent.create(actor.space_id, cmd.config, actor.subject),
-        )  # fmt: skip
+        def apply() -> VoiceAgent:
+            self._ensure_runnable(cmd.config)
+            return VoiceAgent.create(actor.space_id, cmd.config, actor.subject)
+
+        return self._command(actor, cmd, idempotency_key, "create_agent", apply)
 
     def update_agent(
         self, actor: Actor, cmd: UpdateAgent, idempotency_key: str | None = None
@@ -91,6 +100,7 @@ class AgentsApplication(Application[UUID]):
             agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
             if not agent.update(cmd.patch, actor.subject):
                 return self._writes.unchanged(agent)
+            self._ensure_runnable(agent.settings)
             return agent
 
         return self._command(actor, cmd, idempotency_key, "update_agent", apply)
@@ -117,6 +127,11 @@ class AgentsApplication(Application[UUID]):
         return agent
 
     # -- helpers --------------------------------------------------------------------------
+    def _ensure_runnable(self, config: AgentConfig) -> None:
+        found = self._provider_problems(config)
+        if found:
+            raise ProviderUnavailable("this agent cannot run here: " + "; ".join(found))
+
     def _owned(self, actor: Actor, agent_id: UUID, expected_version: int | None) -> VoiceAgent:
         agent = self.get_agent(actor, agent_id)
         if expected_version is not None and agent.version != expected_version:

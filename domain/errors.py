@@ -17,3 +17,9 @@ class AgentArchived(DomainError):
 
 class InvalidConfig(DomainError):
     code = "invalid_config"
+
+
+class ProviderUnavailable(DomainError):
+    """The configuration names a provider this deployment cannot run (unknown, or no key)."""
+
+    code = "provider_unavailable"

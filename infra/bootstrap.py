@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from commands.agents import AgentsApplication
 from commands.calls import CallsApplication
 from commands.webhooks import WebhooksApplication
+from domain.providers import problems
 from infra.settings import Settings
 
 RECORDER_TOPIC = "adapters.postgres.recorder:IdempotentPostgresRecorder"
@@ -50,7 +51,11 @@ class Container:
     def agents(self) -> AgentsApplication:
         if "agents" in self.overrides:
             return self.overrides["agents"]
-        return AgentsApplication(env=eventsourcing_env(self.settings))
+        credentials = self.settings.providers.credentials()
+        return AgentsApplication(
+            env=eventsourcing_env(self.settings),
+            provider_problems=lambda config: problems(config, credentials),
+        )
 
     @cached_property
     def calls(self) -> CallsApplication:

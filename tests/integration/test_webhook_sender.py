@@ -17,9 +17,9 @@ from uuid import UUID, uuid4
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from adapters.net.guard import TargetPolicy
 from adapters.webhooks.dispatch import apply_batch
 from adapters.webhooks.dispatch import project as project_endpoint
-from adapters.net.guard import TargetPolicy
 from adapters.webhooks.http import WebhookClient
 from adapters.webhooks.queue import enqueue_one, prune
 from adapters.webhooks.service import build_sender

@@ -126,6 +126,18 @@ class AgentsApplication(Application[UUID]):
             raise AgentNotFound(f"agent {agent_id} not found")
         return agent
 
+    def config_at(self, actor: Actor, agent_id: UUID, config_version: int) -> AgentConfig:
+        """The agent's configuration at ``config_version`` (what a call was created with),
+        even if the agent changed or was archived since."""
+        self.get_agent(actor, agent_id)  # AgentNotFound outside the caller's space
+        found = None
+        for event in self.events.get(agent_id):
+            if getattr(event, "config_version", None) == config_version:
+                found = event.config
+        if found is None:
+            raise AgentNotFound(f"agent {agent_id} has no configuration version {config_version}")
+        return AgentConfig.model_validate(found)
+
     # -- helpers --------------------------------------------------------------------------
     def _ensure_runnable(self, config: AgentConfig) -> None:
         found = self._provider_problems(config)

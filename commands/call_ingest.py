@@ -163,6 +163,10 @@ def _apply_existing(call: Call, s: Signal) -> SignalOutcome:
         return SignalOutcome.of(
             s, "rejected", "call_exists", f"call {s.call_id} was already initiated"
         )
+    if isinstance(s, CallEndedSignal) and s.source == "provider" and call.ended_at is not None:
+        # the provider confirming an end the worker already reported (e.g. LiveKit's
+        # room_finished): nothing to add, nothing wrong
+        return SignalOutcome.of(s, "duplicate")
     try:
         changed = apply_signal(call, s)
     except DomainError as exc:

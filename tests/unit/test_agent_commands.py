@@ -98,3 +98,16 @@ def test_noop_update_saves_nothing(app):
     agent = create(app)
     result = app.update_agent(ALICE, UpdateAgent(agent_id=agent.id, patch={"name": "Support"}))
     assert result.version == 1 and len(stored_events(app)) == 1
+
+
+def test_config_at_returns_the_configuration_a_call_was_created_with(app):
+    actor = Actor(space_id="s1", subject="u")
+    made = app.create_agent(actor, CreateAgent(config=AgentConfig(name="v1")))
+    app.update_agent(actor, UpdateAgent(agent_id=made.id, patch={"name": "v2"}))
+    app.archive_agent(actor, ArchiveAgent(agent_id=made.id))
+    assert app.config_at(actor, made.id, 1).name == "v1"
+    assert app.config_at(actor, made.id, 2).name == "v2"
+    with pytest.raises(AgentNotFound):
+        app.config_at(actor, made.id, 3)
+    with pytest.raises(AgentNotFound):
+        app.config_at(Actor(space_id="other", subject="u"), made.id, 1)

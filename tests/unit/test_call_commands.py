@@ -226,6 +226,7 @@ def test_a_mixed_batch_rejects_only_the_bad_signals(app):
         signal("call.initiated", a, 6),  # initiated again with a new id
         signal("call.ended", a, 7),
         signal("call.ended", a, 8),  # the end happens once
+        signal("call.ended", a, 9, source="provider"),  # LiveKit's room_finished confirms it
     ]
     assert statuses(app.apply_signals(batch)) == [
         ("applied", None),
@@ -240,6 +241,7 @@ def test_a_mixed_batch_rejects_only_the_bad_signals(app):
         ("rejected", "call_exists"),
         ("applied", None),
         ("rejected", "call_ended"),
+        ("duplicate", None),
     ]
     assert event_types(app, a) == [
         "call.initiated",

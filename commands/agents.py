@@ -133,7 +133,7 @@ class AgentsApplication(Application[UUID]):
         found = None
         for event in self.events.get(agent_id):
             if getattr(event, "config_version", None) == config_version:
-                found = event.config
+                found = getattr(event, "config", None)
         if found is None:
             raise AgentNotFound(f"agent {agent_id} has no configuration version {config_version}")
         return AgentConfig.model_validate(found)

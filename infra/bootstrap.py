@@ -104,6 +104,15 @@ class Container:
 
         return JwtVerifier(self.settings.auth)
 
+    @cached_property
+    def producer(self) -> Any:
+        """A Kafka producer for what this process sends (e.g. provider webhooks' signals)."""
+        if "producer" in self.overrides:
+            return self.overrides["producer"]
+        from adapters.kafka.producer import build_producer
+
+        return build_producer(self.settings)
+
     def clickhouse(self) -> Any:
         """A new ClickHouse client (clickhouse-driver clients are not thread-safe)."""
         from adapters.clickhouse.client import connect
@@ -116,6 +125,8 @@ class Container:
     def close(self) -> None:
         if "pool" in self.__dict__ and "pool" not in self.overrides:
             self.pool.close()
+        if "producer" in self.__dict__ and "producer" not in self.overrides:
+            self.producer.flush(10)
         if "agents" in self.__dict__ and "agents" not in self.overrides:
             self.agents.close()
         if "calls" in self.__dict__ and "calls" not in self.overrides:

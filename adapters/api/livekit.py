@@ -1,0 +1,114 @@
+"""``/api/livekit``: the web entry point (a join token for a new web call with the agent
+dispatched into its room) and LiveKit's room webhooks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.api.auth import CallerDep
+from adapters.api.common import IdempotencyKey, actor, checked_key, container_of
+from adapters.api.errors import ApiError
+from adapters.livekit.rooms import CallRoom, LiveKitRooms
+from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
+from commands.call_commands import EndCall, InitiateCall
+from domain.errors import ProviderUnavailable
+from domain.providers import problems
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/livekit", tags=["livekit"])
+TOKEN_TTL = timedelta(hours=1)
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: UUID
+    participant_name: str = Field("Caller", min_length=1, max_length=128)
+
+
+class TokenResponse(BaseModel):
+    call_id: UUID
+    room_name: str
+    url: str = Field(description="The LiveKit server to connect to (ws/wss).")
+    token: str = Field(description="The caller's join token for this room only (1 hour).")
+    participant_identity: str
+
+
+@router.post("/token", status_code=201, response_model=TokenResponse)
+async def web_call_token(
+    request: Request, caller: CallerDep, body: TokenRequest,
+    idempotency_key: IdempotencyKey = None,
+) -> TokenResponse:  # fmt: skip
+    """Start a web call with an agent: the Call (channel `web`), its room with the agent
+    dispatched into it, and a token for the caller to join."""
+    container = container_of(request)
+    who = actor(caller)
+    agent = await run_in_threadpool(container.agents.get_agent, who, body.agent_id)
+    found = problems(agent.settings, container.settings.providers.credentials())
+    if found:
+        raise ProviderUnavailable("this agent cannot take calls here: " + "; ".join(found))
+    cmd = InitiateCall(agent_id=body.agent_id, direction="web", channel="web")
+    result = await run_in_threadpool(
+        container.calls.initiate_call, who, cmd, checked_key(idempotency_key)
+    )
+    call = result.call
+    assert call is not None
+    room = CallRoom(
+        call_id=str(call.id), space_id=caller.space_id, agent_id=str(body.agent_id),
+        agent_config_version=call.agent_config_version, room_name=call.room_name,
+    )  # fmt: skip
+    rooms = LiveKitRooms(container.settings.livekit)
+    if not result.replayed:
+        try:
+            await rooms.open(room)
+        except Exception as exc:  # noqa: BLE001 - the server is down or refused
+            log.error("could not open the room of call %s: %r", call.id, exc)
+            end = EndCall(call_id=call.id, reason="error")
+            await run_in_threadpool(container.calls.end_call, who, end)
+            raise ApiError(503, "livekit_unavailable",
+                           "The voice server could not open the call's room; retry shortly.",
+                           headers={"Retry-After": "2"}) from None  # fmt: skip
+    identity = f"caller-{secrets.token_hex(6)}"
+    token = rooms.join_token(call.room_name, identity, body.participant_name, TOKEN_TTL)
+    return TokenResponse(
+        call_id=call.id, room_name=call.room_name, url=container.settings.livekit.url,
+        token=token, participant_identity=identity,
+    )  # fmt: skip
+
+
+@router.post("/webhook", include_in_schema=True)
+async def livekit_webhook(
+    request: Request, authorization: str | None = Header(None)
+) -> dict[str, Any]:
+    """LiveKit's room webhooks (authenticated by LiveKit's signed token, not a user's)."""
+    container = container_of(request)
+    body = (await request.body()).decode("utf-8", errors="replace")
+    try:
+        event = verify(container.settings.livekit, body, authorization)
+    except InvalidWebhook as exc:
+        raise ApiError(401, exc.code, str(exc)) from None
+    produced = signals_of(event)
+    if produced:
+        await run_in_threadpool(_produce, container, produced)
+    return {"received": True, "event": event.event, "signals": len(produced)}
+
+
+def _produce(container: Any, signals: list[dict[str, Any]]) -> None:
+    topic = f"{container.settings.topic_prefix}.ingress.provider.v1"
+    producer = container.producer
+    for signal in signals:
+        value = json.dumps(signal, separators=(",", ":")).encode()
+        producer.produce(topic, value, signal["call_id"].encode())
+    left = producer.flush(10)
+    if left:
+        raise ApiError(503, "ingress_unavailable", "Kafka did not take the signals; LiveKit "
+                       "will retry the webhook.")  # fmt: skip

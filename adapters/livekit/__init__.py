@@ -1,0 +1,1 @@
+"""LiveKit: rooms, join tokens, agent dispatch and its webhooks."""

@@ -1,0 +1,83 @@
+"""A call's LiveKit room: created with the call's identity in its metadata and the agent
+dispatched into it (explicit dispatch by agent name), and the caller's join token."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from livekit import api
+
+EMPTY_TIMEOUT_SECONDS = 300  # a room nobody joined closes after this
+DEPARTURE_TIMEOUT_SECONDS = 20  # a room closes this long after its last participant left
+
+
+@dataclass(frozen=True)
+class CallRoom:
+    """What the agent worker needs to know about the call it is dispatched to."""
+
+    call_id: str
+    space_id: str
+    agent_id: str
+    agent_config_version: int
+    room_name: str
+
+    def metadata(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"))
+
+    @classmethod
+    def from_metadata(cls, raw: str) -> CallRoom:
+        data = json.loads(raw)
+        return cls(
+            call_id=str(data["call_id"]), space_id=str(data["space_id"]),
+            agent_id=str(data["agent_id"]),
+            agent_config_version=int(data["agent_config_version"]),
+            room_name=str(data["room_name"]),
+        )  # fmt: skip
+
+
+def http_url(url: str) -> str:
+    """The server API's URL from the client URL (ws -> http)."""
+    return "http" + url[2:] if url.startswith("ws") else url
+
+
+class LiveKitRooms:
+    def __init__(self, settings: Any) -> None:  # infra.settings.LiveKitSettings
+        self.settings = settings
+
+    def _client(self) -> api.LiveKitAPI:
+        s = self.settings
+        return api.LiveKitAPI(http_url(s.url), s.api_key, s.api_secret.get_secret_value())
+
+    async def open(self, room: CallRoom) -> None:
+        """Create the room and dispatch the agent into it, with the call in both metadata."""
+        dispatch = api.RoomAgentDispatch(
+            agent_name=self.settings.agent_name, metadata=room.metadata()
+        )
+        request = api.CreateRoomRequest(
+            name=room.room_name, metadata=room.metadata(), empty_timeout=EMPTY_TIMEOUT_SECONDS,
+            departure_timeout=DEPARTURE_TIMEOUT_SECONDS, agents=[dispatch],
+        )  # fmt: skip
+        async with self._client() as lk:
+            await lk.room.create_room(request)
+
+    async def close(self, room_name: str) -> None:
+        async with self._client() as lk:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room_name))
+
+    def join_token(self, room_name: str, identity: str, name: str, ttl: timedelta) -> str:
+        s = self.settings
+        grants = api.VideoGrants(
+            room_join=True, room=room_name, can_publish=True, can_subscribe=True,
+            can_publish_data=True,
+        )  # fmt: skip
+        token = (
+            api.AccessToken(s.api_key, s.api_secret.get_secret_value())
+            .with_identity(identity)
+            .with_name(name)
+            .with_grants(grants)
+            .with_ttl(ttl)
+        )
+        return token.to_jwt()

@@ -278,10 +278,12 @@ def config_doc(check: bool) -> None:
 def _attach() -> None:
     from infra.devauth_cli import dev_issuer_command, token_command
     from infra.stack.cli import stack
+    from infra.voice_cli import worker
     from infra.webhooks_cli import webhooks
 
     cli.add_command(stack)
     cli.add_command(webhooks)
+    cli.add_command(worker)
     cli.add_command(token_command)
     cli.add_command(dev_issuer_command)
 

@@ -194,6 +194,25 @@ class LiveKitSettings(BaseModel):
     )
 
 
+class WorkerSettings(BaseModel):
+    max_calls: int = Field(
+        12, description="Calls one worker process takes at once (each in its own thread)."
+    )
+    idle_slots: int = Field(2, description="Job threads kept warm for the next calls.")
+    callback_secret: SecretStr | None = Field(
+        None, description="Signs the agents' pre-call and post-call webhooks (Standard "
+        "Webhooks, `whsec_...`); unsigned when unset."
+    )
+    callback_allowed_networks: list[str] = Field(
+        [], description="CIDRs that tools and call webhooks may reach although private or "
+        "loopback (e.g. `[\"127.0.0.1/32\"]` for local services). Cloud metadata stays refused."
+    )
+    goodbye: str = Field(
+        "We have reached the time limit for this call. Goodbye!",
+        description="What the agent says when a call reaches its maximum duration.",
+    )
+
+
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
     system_user: str = Field(
@@ -219,5 +238,6 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     providers: ProviderSettings = ProviderSettings()
     livekit: LiveKitSettings = LiveKitSettings()
+    worker: WorkerSettings = WorkerSettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")

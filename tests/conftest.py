@@ -40,3 +40,14 @@ def container(stack_settings: Settings) -> Iterator[Container]:
     c = bootstrap(stack_settings)
     yield c
     c.close()
+
+
+# the running pipeline, the issuer and API client, shared by integration and e2e tests
+from tests.stack_fixtures import (  # noqa: E402, F401
+    api_container,
+    client,
+    issuer,
+    pipeline,
+    pipeline_settings,
+    receiver,
+)

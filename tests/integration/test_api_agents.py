@@ -279,4 +279,7 @@ def test_an_agent_whose_provider_has_no_key_is_refused_when_saved(client, issuer
     )  # fmt: skip
     assert patched.status_code == 422
     assert patched.json()["error"]["code"] == "provider_unavailable"
-    assert client.get("/api/agents", headers=issuer.headers(sp)).json()["total"] == 1
+    assert patched.json()["error"]["message"].count("ANTHROPIC_API_KEY") == 1
+    got = client.get(f"/api/agents/{made['id']}?min_version=1", headers=issuer.headers(sp))
+    assert got.json()["llm"]["provider"] == "scripted"  # the refused change left nothing
+    eventually(lambda: client.get("/api/agents", headers=issuer.headers(sp)).json()["total"] == 1)

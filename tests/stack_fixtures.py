@@ -1,4 +1,5 @@
-"""Fixtures for integration tests: the running pipeline and an authenticated API client."""
+"""Fixtures of integration and e2e tests: the running pipeline, the issuer, an authenticated API
+client, a webhook receiver (registered by tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,208 @@
+"""One call, from the job's dispatch to its end: the agent's configuration at the call's
+version, dynamic variables from the pre-call hook, VAD + STT + LLM + TTS from the provider
+registry, the HTTP tools and a built-in ``end_call`` tool, the first message, silence and
+maximum-duration handling, signals for everything, the post-call hook, and a clean end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from livekit.agents import Agent, AgentSession, JobContext, llm
+
+from adapters.livekit.rooms import CallRoom
+from adapters.net.guard import TargetPolicy
+from agent.callbacks import merge_variables, post_call, pre_call
+from agent.recorder import CallRecorder
+from agent.signals import SignalEmitter
+from agent.tools import GuardedHttpClient, ToolInvocation, function_tools, substitute
+from commands.agents import Actor
+from domain.agent_config import AgentConfig
+
+log = logging.getLogger(__name__)
+SYSTEM_SUBJECT = "system:voice-worker"
+END_CALL_SCHEMA = {
+    "name": "end_call",
+    "description": "End the call (hang up) once you have said goodbye.",
+    "parameters": {"type": "object", "properties": {
+        "reason": {"type": "string", "description": "Why the call ends."}}},
+}  # fmt: skip
+CLOSE_REASONS = {  # LiveKit's CloseReason -> our call.ended reason, unless we chose one
+    "participant_disconnected": "hangup",
+    "user_initiated": "agent_hangup",
+    "error": "error",
+    "job_shutdown": "worker_shutdown",
+    "task_completed": "agent_hangup",
+}
+
+
+class CallSession:
+    def __init__(self, ctx: JobContext, deps: Any) -> None:
+        self.ctx, self.deps = ctx, deps
+        self.room = CallRoom.from_metadata(ctx.job.metadata)
+        self.started_at = time.time()
+        self.emitter = SignalEmitter(
+            deps.producer, deps.worker_topic, space_id=self.room.space_id,
+            call_id=self.room.call_id, job_id=ctx.job.id,
+        )  # fmt: skip
+        self.recorder = CallRecorder(self.emitter, self.started_at, time.time)
+        self.reason: str | None = None
+        self.silences = 0
+        self.finished = asyncio.Event()
+        self.tool_calls: list[dict[str, Any]] = []
+        self.session: AgentSession[Any] | None = None
+        self.http: GuardedHttpClient | None = None
+
+    # -- the call -------------------------------------------------------------------------
+    async def run(self) -> None:
+        settings = self.deps.settings
+        actor = Actor(space_id=self.room.space_id, subject=SYSTEM_SUBJECT)
+        config: AgentConfig = await asyncio.to_thread(
+            self.deps.container.agents.config_at, actor, UUID(self.room.agent_id),
+            self.room.agent_config_version,
+        )  # fmt: skip
+        self.deps.registry.check(config)  # ProviderUnavailable: ends the call as an error
+        policy = TargetPolicy.from_strings(
+            settings.environment != "production", settings.worker.callback_allowed_networks
+        )
+        self.http = GuardedHttpClient(policy)
+        secret = settings.worker.callback_secret
+        secret_text = secret.get_secret_value() if secret else None
+        variables = dict(config.variables)
+        if config.webhooks.pre_call_url:
+            hook = await pre_call(config.webhooks.pre_call_url, self._identity(), self.http,
+                                  secret_text)  # fmt: skip
+            variables = merge_variables(variables, hook)
+        self.variables, self.config = variables, config
+        tools: list[Any] = function_tools(config.tools, variables, self.http, self._tool_invoked)
+        tools.append(llm.function_tool(self._end_call_tool, raw_schema=END_CALL_SCHEMA))
+        registry = self.deps.registry
+        session: AgentSession[Any] = AgentSession(
+            vad=registry.vad(), stt=registry.stt(config), llm=registry.llm(config, variables),
+            tts=registry.tts(config), user_away_timeout=config.silence_timeout_seconds,
+            aec_warmup_duration=None,
+            turn_handling={"turn_detection": "vad",
+                           "interruption": {"enabled": True, "mode": "vad", "min_duration": 0.4},
+                           "endpointing": {"min_delay": 0.4, "max_delay": 3.0},
+                           "preemptive_generation": {"enabled": False}},
+        )  # fmt: skip
+        self.session = session
+        session.on("conversation_item_added", self._item_added)
+        session.on("user_state_changed", self._user_state)
+        session.on("close", self._closed)
+        agent = Agent(instructions=substitute(config.system_prompt, variables), tools=tools)
+        await session.start(agent=agent, room=self.ctx.room, record=False)
+        self.emitter.started()
+        if config.first_message:
+            session.say(substitute(config.first_message, variables))
+        limit = asyncio.get_running_loop().call_later(
+            config.max_call_duration_seconds,
+            lambda: asyncio.ensure_future(self._say_and_end(settings.worker.goodbye,
+                                                            "max_duration")),
+        )  # fmt: skip
+        try:
+            await self.finished.wait()
+        finally:
+            limit.cancel()
+
+    # -- session events -------------------------------------------------------------------
+    def _item_added(self, event: Any) -> None:
+        item = event.item
+        if getattr(item, "type", None) != "message":
+            return
+        metrics = dict(getattr(item, "metrics", None) or {})
+        self.recorder.message(item.role, item.text_content or "", metrics, event.created_at)
+        if item.role == "assistant" and self.session is not None:
+            self.recorder.usage(self.session.usage.model_usage)
+        if item.role == "user":
+            self.silences = 0
+
+    def _user_state(self, event: Any) -> None:
+        if event.new_state != "away" or self.reason is not None:
+            return
+        self.silences += 1
+        if self.silences >= 2:
+            asyncio.ensure_future(self._end("silence"))
+        elif self.session is not None:
+            self.session.say(self.config.silence_prompt)
+
+    def _tool_invoked(self, invocation: ToolInvocation) -> None:
+        self.emitter.tool_invoked(
+            self.recorder.turn_id, invocation.name, invocation.arguments, invocation.result,
+            invocation.error, invocation.status, invocation.latency_ms,
+        )  # fmt: skip
+        self.tool_calls.append({"name": invocation.name, "arguments": invocation.arguments,
+                                "status": invocation.status})  # fmt: skip
+
+    async def _end_call_tool(self, raw_arguments: dict[str, object], ctx: Any) -> None:
+        asyncio.ensure_future(self._end("agent_hangup", after_speech=True))
+        raise llm.StopResponse()
+
+    def _closed(self, event: Any) -> None:
+        reason = getattr(event.reason, "value", str(event.reason))
+        if self.reason is None:
+            self.reason = CLOSE_REASONS.get(reason, reason)
+        if getattr(event, "error", None) is not None:
+            log.warning("call %s closed on an error: %r", self.room.call_id, event.error)
+            self.reason = "error"
+        asyncio.ensure_future(self._finish())
+
+    # -- ending ---------------------------------------------------------------------------
+    async def _say_and_end(self, text: str, reason: str) -> None:
+        if self.session is not None and self.reason is None:
+            self.session.interrupt()
+            self.session.say(text, allow_interruptions=False)
+        await self._end(reason, after_speech=True)
+
+    async def _end(self, reason: str, after_speech: bool = False) -> None:
+        if self.reason is not None or self.session is None:
+            return
+        self.reason = reason
+        if after_speech:
+            speech = self.session.current_speech
+            if speech is not None:
+                await speech.wait_for_playout()
+        self.session.shutdown(drain=True)
+
+    async def _finish(self) -> None:
+        """Once: final usage, call.ended, the post-call hook, then the job and room go."""
+        if self.finished.is_set():
+            return
+        self.finished.set()
+        if self.session is not None:
+            self.recorder.usage(self.session.usage.model_usage)
+        self.emitter.ended(self.reason or "hangup", self.recorder.duration_ms())
+        config = getattr(self, "config", None)
+        if config is not None and config.webhooks.post_call_url and self.http is not None:
+            secret = self.deps.settings.worker.callback_secret
+            await post_call(config.webhooks.post_call_url, self._summary(), self.http,
+                            secret.get_secret_value() if secret else None)  # fmt: skip
+
+    def _identity(self) -> dict[str, Any]:
+        return {"call_id": self.room.call_id, "agent_id": self.room.agent_id,
+                "space_id": self.room.space_id, "channel": "web",
+                "room_name": self.room.room_name}  # fmt: skip
+
+    def _summary(self) -> dict[str, Any]:
+        ended = time.time()
+        return {
+            **self._identity(),
+            "started_at": datetime.fromtimestamp(self.started_at, UTC).isoformat(),
+            "ended_at": datetime.fromtimestamp(ended, UTC).isoformat(),
+            "duration_seconds": round(ended - self.started_at, 3),
+            "end_reason": self.reason, "transcript": self.recorder.transcript,
+            "tool_calls": self.tool_calls,
+        }  # fmt: skip
+
+    async def fail(self, reason: str) -> None:
+        """The call could not run (configuration, providers): record the end honestly."""
+        self.reason = reason
+        self.emitter.ended(reason, self.recorder.duration_ms())
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.close()

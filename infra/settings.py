@@ -185,7 +185,10 @@ class LiveKitSettings(BaseModel):
     )
     version: str = Field("v1.11.0", description="livekit-server release the stack builds.")
     port: int = Field(57880, description="Port of the local LiveKit server (HTTP/WebSocket).")
-    rtc_tcp_port: int = Field(57881, description="Its ICE/TCP port.")
+    rtc_tcp_port: int = Field(
+        0, description="Its ICE/TCP port; 0 turns ICE/TCP off (it would listen on every "
+        "interface; UDP on loopback is enough locally)."
+    )
     rtc_udp_port: int = Field(57882, description="Its single multiplexed UDP port.")
     agent_name: str = Field("voxagent", description="Name workers register for dispatch.")
     webhook_url: str = Field(

@@ -37,7 +37,7 @@ def _settings() -> Settings:
 
 @click.group(name="stack")
 def stack() -> None:
-    """Local PostgreSQL, ClickHouse and Kafka on 127.0.0.1, state under .stack/."""
+    """Local PostgreSQL, ClickHouse, Kafka and LiveKit on 127.0.0.1, state under .stack/."""
 
 
 @stack.command()

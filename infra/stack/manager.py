@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from infra.stack import clickhouse, kafka, postgres
+from infra.stack import clickhouse, kafka, livekit, postgres
 from infra.stack.common import Echo, ServiceStatus, StackError
 from infra.stack.system import make_dirs
 
@@ -21,6 +21,7 @@ SERVICES: dict[str, ModuleType] = {
     postgres.NAME: postgres,
     clickhouse.NAME: clickhouse,
     kafka.NAME: kafka,
+    livekit.NAME: livekit,
 }
 
 

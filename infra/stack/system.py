@@ -51,6 +51,21 @@ def apt_install(packages: Sequence[str], *, service: str, echo: Echo) -> None:
         run(argv, service=service, what="apt-get install", timeout=900, env=env)
 
 
+def ensure_espeak(settings: Settings, *, service: str, echo: Echo) -> None:
+    """The offline ``espeak`` TTS runs ``settings.providers.espeak_binary``; Debian's espeak-ng."""
+    binary = settings.providers.espeak_binary
+    if shutil.which(binary) is not None:
+        return
+    echo(f"[{service}] {binary} not found; the offline `espeak` TTS needs it")
+    apt_install(["espeak-ng"], service=service, echo=echo)
+    if shutil.which(binary) is None:
+        fail(
+            service,
+            f"espeak-ng is installed but {binary!r} is not on PATH; "
+            "set VOXAGENT_PROVIDERS__ESPEAK_BINARY to its program",
+        )
+
+
 def make_dirs(owner: str | None, *dirs: Path, mode: int = 0o750) -> None:
     """Create ``dirs`` (owned by ``owner`` when root); does not touch their contents."""
     entry = pwd.getpwnam(owner) if owner is not None and os.geteuid() == 0 else None
@@ -141,8 +156,11 @@ def write_if_changed(path: Path, text: str, owner: str | None = None, mode: int 
     except OSError:
         pass
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
+    tmp.unlink(missing_ok=True)
+    # Created with ``mode`` from the start: a file holding a secret is never readable by others.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as fh:
+        fh.write(text)
+    tmp.chmod(mode)  # the umask may have narrowed it
     if owner is not None and os.geteuid() == 0:
         entry = pwd.getpwnam(owner)
         os.chown(tmp, entry.pw_uid, entry.pw_gid)

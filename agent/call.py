@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from livekit.agents import Agent, AgentSession, JobContext, llm
+from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 
 from adapters.livekit.rooms import CallRoom
 from adapters.net.guard import TargetPolicy
@@ -79,7 +79,7 @@ class CallSession:
             variables = merge_variables(variables, hook)
         self.variables, self.config = variables, config
         tools: list[Any] = function_tools(config.tools, variables, self.http, self._tool_invoked)
-        tools.append(llm.function_tool(self._end_call_tool, raw_schema=END_CALL_SCHEMA))
+        tools.append(llm.function_tool(self._end_call_handler(), raw_schema=END_CALL_SCHEMA))
         registry = self.deps.registry
         session: AgentSession[Any] = AgentSession(
             vad=registry.vad(), stt=registry.stt(config), llm=registry.llm(config, variables),
@@ -138,9 +138,15 @@ class CallSession:
         self.tool_calls.append({"name": invocation.name, "arguments": invocation.arguments,
                                 "status": invocation.status})  # fmt: skip
 
-    async def _end_call_tool(self, raw_arguments: dict[str, object], ctx: Any) -> None:
-        asyncio.ensure_future(self._end("agent_hangup", after_speech=True))
-        raise llm.StopResponse()
+    def _end_call_handler(self) -> Any:
+        """The built-in ``end_call`` tool: hang up once the current reply has been heard. (The
+        framework binds arguments by these exact annotations, resolved in this module.)"""
+
+        async def end_call(raw_arguments: dict[str, object], ctx: RunContext) -> None:
+            asyncio.ensure_future(self._end("agent_hangup", after_speech=True))
+            raise llm.StopResponse()
+
+        return end_call
 
     def _closed(self, event: Any) -> None:
         reason = getattr(event.reason, "value", str(event.reason))

@@ -6,10 +6,13 @@ builds its graph here; tests pass overrides (e.g. ``verifier=``) to replace a pi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
@@ -42,6 +45,22 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     }
 
 
+SCHEMA_LOCK = 7_201_021  # advisory lock: one process at a time creates event-store tables
+
+
+@contextmanager
+def schema_lock(settings: Settings) -> Iterator[None]:
+    """Serialise eventsourcing's table and function creation across processes: processes that
+    start together (relay, dispatcher, sender...) would otherwise race on ``CREATE OR REPLACE
+    FUNCTION`` ("tuple concurrently updated")."""
+    with psycopg.connect(settings.postgres.conninfo(), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -52,16 +71,21 @@ class Container:
         if "agents" in self.overrides:
             return self.overrides["agents"]
         credentials = self.settings.providers.credentials()
-        return AgentsApplication(
-            env=eventsourcing_env(self.settings),
-            provider_problems=lambda config: problems(config, credentials),
-        )
+        with schema_lock(self.settings):
+            return AgentsApplication(
+                env=eventsourcing_env(self.settings),
+                provider_problems=lambda config: problems(config, credentials),
+            )
 
     @cached_property
     def calls(self) -> CallsApplication:
         """The calls write side; it checks new calls' agents through ``agents`` (lazily)."""
         if "calls" in self.overrides:
             return self.overrides["calls"]
+        with schema_lock(self.settings):
+            return self._calls()
+
+    def _calls(self) -> CallsApplication:
         return CallsApplication(
             env=eventsourcing_env(self.settings),
             agent_lookup=lambda actor, agent_id: self.agents.get_agent(actor, agent_id),
@@ -74,7 +98,8 @@ class Container:
             return self.overrides["webhooks"]
         env = eventsourcing_env(self.settings)
         env["APPLICATION_RECORDER_TOPIC"] = WEBHOOKS_RECORDER_TOPIC
-        return WebhooksApplication(env=env)
+        with schema_lock(self.settings):
+            return WebhooksApplication(env=env)
 
     def applications(self) -> tuple[Any, ...]:
         """Every event-sourced application, in the order the relay publishes them."""

@@ -47,8 +47,9 @@ def get_delivery(
     """The delivery with its payload and every attempt, oldest first."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"SELECT {_SELECT}, payload FROM webhook_deliveries "
-            "WHERE space_id = %s AND endpoint_id = %s AND id = %s",
+            f"SELECT {_SELECT}, COALESCE(payload, (SELECT p.payload FROM webhook_payloads p "
+            "WHERE p.event_id = webhook_deliveries.event_id)) AS payload "
+            "FROM webhook_deliveries WHERE space_id = %s AND endpoint_id = %s AND id = %s",
             (space_id, endpoint_id, delivery_id),
         ).fetchone()
         if row is None:

@@ -60,7 +60,7 @@ class WebhookClient:
         max_response_bytes: int = 4096,
         resolver: AbstractResolver | None = None,
         max_connections: int = 512,
-        max_connections_per_host: int = 64,
+        max_connections_per_host: int = 0,  # unlimited: per_endpoint_concurrency bounds it
     ) -> None:
         self._policy = policy
         self._timeout = timeout_seconds

@@ -41,36 +41,50 @@ class Fanout:
 
 
 def enqueue(conn: Connection[Any], fanouts: Iterable[Fanout], now: datetime) -> int:
-    """Insert the deliveries (in the caller's transaction) and wake the senders on commit."""
-    ids, spaces, endpoints, events, types, payloads, occurred = [], [], [], [], [], [], []
+    """Insert the deliveries (in the caller's transaction) and wake the senders on commit.
+
+    Each event's body is stored once (``webhook_payloads``), whatever the number of endpoints;
+    the arrays go over the wire in binary (``%b``), so nothing is escaped."""
+    ids, spaces, endpoints, events, types, occurred = [], [], [], [], [], []
+    bodies: dict[str, str] = {}
     for f in fanouts:
+        event = f.envelope["event_id"]
+        bodies[event] = f.payload
         for endpoint_id in f.endpoint_ids:
-            ids.append(delivery_id(endpoint_id, f.envelope["event_id"]))
+            ids.append(delivery_id(endpoint_id, event))
             spaces.append(f.envelope["space_id"])
             endpoints.append(endpoint_id)
-            events.append(f.envelope["event_id"])
+            events.append(event)
             types.append(f.envelope["type"])
-            payloads.append(f.payload)
-            occurred.append(f.envelope["occurred_at"])
+            occurred.append(parse_occurred(f.envelope["occurred_at"]))
     if not ids:
         return 0
+    conn.execute(
+        "INSERT INTO webhook_payloads (event_id, payload, created_at) "
+        "SELECT e, p, %(now)b FROM unnest(%(events)b::text[], %(payloads)b::text[]) AS u(e, p) "
+        "ORDER BY e ON CONFLICT (event_id) DO NOTHING",
+        {"events": list(bodies), "payloads": list(bodies.values()), "now": now},
+    )
     cur = conn.execute(
         "INSERT INTO webhook_deliveries (id, space_id, endpoint_id, event_id, event_type, "
-        "payload, next_attempt_at, occurred_at, enqueued_at) "
-        "SELECT u.id, u.space_id, u.endpoint_id, u.event_id, u.event_type, u.payload, "
-        "%(now)s, u.occurred_at, %(now)s "
-        "FROM unnest(%(ids)s::uuid[], %(spaces)s::text[], %(endpoints)s::uuid[], "
-        "%(events)s::text[], %(types)s::text[], %(payloads)s::text[], "
-        "%(occurred)s::timestamptz[]) "
-        "AS u(id, space_id, endpoint_id, event_id, event_type, payload, occurred_at) "
+        "next_attempt_at, occurred_at, enqueued_at) "
+        "SELECT u.id, u.space_id, u.endpoint_id, u.event_id, u.event_type, %(now)b, "
+        "u.occurred_at, %(now)b "
+        "FROM unnest(%(ids)b::uuid[], %(spaces)b::text[], %(endpoints)b::uuid[], "
+        "%(events)b::text[], %(types)b::text[], %(occurred)b::timestamptz[]) "
+        "AS u(id, space_id, endpoint_id, event_id, event_type, occurred_at) "
         "ORDER BY u.id ON CONFLICT (id) DO NOTHING",
         {"ids": ids, "spaces": spaces, "endpoints": endpoints, "events": events,
-         "types": types, "payloads": payloads, "occurred": occurred, "now": now},
+         "types": types, "occurred": occurred, "now": now},
     )  # fmt: skip
     inserted = max(cur.rowcount, 0)
     if inserted:
         conn.execute(f"NOTIFY {CHANNEL}")
     return inserted
+
+
+def parse_occurred(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def reset_health(conn: Connection[Any], endpoint_ids: list[UUID]) -> None:
@@ -92,7 +106,13 @@ def prune(conn: Connection[Any], before: datetime, limit: int = 10_000) -> int:
             "DELETE FROM webhook_deliveries d USING old WHERE d.id = old.id",
             (before, limit),
         )
-        return max(cur.rowcount, 0)
+        pruned = max(cur.rowcount, 0)
+        conn.execute(
+            "DELETE FROM webhook_payloads p WHERE p.created_at < %s AND NOT EXISTS "
+            "(SELECT 1 FROM webhook_deliveries d WHERE d.event_id = p.event_id)",
+            (before,),
+        )
+        return pruned
 
 
 def cancel_pending(conn: Connection[Any], endpoint_ids: list[UUID], now: datetime) -> int:
@@ -139,7 +159,10 @@ WITH picked AS (
     RETURNING q.id, q.space_id, q.endpoint_id, q.event_id, q.payload, q.attempts,
               q.schedule_step
 )
-SELECT l.*, e.url, ARRAY(
+SELECT l.id, l.space_id, l.endpoint_id, l.event_id,
+       COALESCE(l.payload, (SELECT p.payload FROM webhook_payloads p
+                            WHERE p.event_id = l.event_id)) AS payload,
+       l.attempts, l.schedule_step, e.url, ARRAY(
     SELECT s.secret FROM webhook_secrets s
     WHERE s.endpoint_id = l.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > %(now)s)
     ORDER BY s.secret_version DESC) AS secrets
@@ -160,6 +183,26 @@ def claim(
     with conn.transaction():
         rows = conn.execute(_CLAIM, params).fetchall()
     return [Claimed(*row) for row in rows]
+
+
+_INSERT_ATTEMPTS = """
+INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error,
+                              response_body)
+SELECT * FROM unnest(%(c0)s::uuid[], %(c1)s::int[], %(c2)s::timestamptz[], %(c3)s::int[],
+                     %(c4)s::int[], %(c5)s::text[], %(c6)s::text[])
+ON CONFLICT DO NOTHING
+"""
+_UPDATE_DELIVERIES = """
+UPDATE webhook_deliveries d SET
+    status = u.status, attempts = d.attempts + 1, schedule_step = d.schedule_step + u.step,
+    next_attempt_at = COALESCE(u.due, d.next_attempt_at), completed_at = u.completed,
+    last_attempt_at = u.started, last_status_code = u.code, last_error = u.error
+FROM unnest(%(ids)s::uuid[], %(seen)s::int[], %(status)s::text[], %(due)s::timestamptz[],
+            %(completed)s::timestamptz[], %(steps)s::int[], %(started)s::timestamptz[],
+            %(codes)s::int[], %(errors)s::text[])
+    AS u(id, seen, status, due, completed, step, started, code, error)
+WHERE d.id = u.id AND d.status = 'pending' AND d.attempts = u.seen
+"""
 
 
 @dataclass(frozen=True)
@@ -185,46 +228,48 @@ def record(
     """Record the attempts and each delivery's next state; returns the endpoints that have now
     been failing for ``policy.disable_after``. A delivery whose lease another sender took over
     (its ``attempts`` moved on) keeps the other sender's state."""
-    attempts, succeeded, retried, failed = [], [], [], []
+    attempts: dict[str, list[Any]] = {f"c{i}": [] for i in range(7)}
+    updates: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "ids",
+            "seen",
+            "status",
+            "due",
+            "completed",
+            "steps",
+            "started",
+            "codes",
+            "errors",
+        )
+    }
     healthy: dict[UUID, str] = {}
     failing: dict[UUID, str] = {}
     for f in finished:
         c, o = f.claimed, f.outcome
-        attempts.append((c.id, c.attempts + 1, f.started_at, o.status_code, o.latency_ms,
-                         o.error, o.response_body))  # fmt: skip
-        common = (f.started_at, o.status_code, o.error, c.id, c.attempts)
+        row = (c.id, c.attempts + 1, f.started_at, o.status_code, o.latency_ms, o.error,
+               o.response_body)  # fmt: skip
+        for i, value in enumerate(row):
+            attempts[f"c{i}"].append(value)
         if o.ok:
-            succeeded.append((now, *common))
+            status, due, completed, step = "succeeded", None, now, 0
             healthy[c.endpoint_id] = c.space_id
-            continue
-        failing[c.endpoint_id] = c.space_id
-        delay = policy.retry_delay(c.schedule_step + 1, draw())
-        if delay is None:
-            failed.append((now, *common))
         else:
-            retried.append((now + timedelta(seconds=delay), *common))
+            failing[c.endpoint_id] = c.space_id
+            delay = policy.retry_delay(c.schedule_step + 1, draw())
+            if delay is None:
+                status, due, completed, step = "failed", None, now, 1
+            else:
+                status, due, completed, step = "pending", now + timedelta(seconds=delay), None, 1
+        change = (c.id, c.attempts, status, due, completed, step, f.started_at, o.status_code,
+                  o.error)  # fmt: skip
+        for key, value in zip(updates, change, strict=True):
+            updates[key].append(value)
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, "
-            "latency_ms, error, response_body) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING",
-            attempts,
-        )
-        guard = "WHERE id = %s AND status = 'pending' AND attempts = %s"
-        last = (
-            "attempts = attempts + 1, last_attempt_at = %s, last_status_code = %s, last_error = %s"
-        )
-        if succeeded:
-            cur.executemany(f"UPDATE webhook_deliveries SET status = 'succeeded', "
-                            f"completed_at = %s, {last} {guard}", succeeded)  # fmt: skip
-        if retried:
-            cur.executemany(f"UPDATE webhook_deliveries SET next_attempt_at = %s, "
-                            f"schedule_step = schedule_step + 1, {last} {guard}",
-                            retried)  # fmt: skip
-        if failed:
-            cur.executemany(f"UPDATE webhook_deliveries SET status = 'failed', "
-                            f"completed_at = %s, schedule_step = schedule_step + 1, "
-                            f"{last} {guard}", failed)  # fmt: skip
+        # one statement each, joined on the primary key: a per-row UPDATE could be planned
+        # over the partial "due" index and read every pending row, once per row
+        cur.execute(_INSERT_ATTEMPTS, attempts)
+        cur.execute(_UPDATE_DELIVERIES, updates)
         for endpoint_id in sorted(healthy):
             failing.pop(endpoint_id, None)
             cur.execute(
@@ -242,8 +287,8 @@ def record(
                 "last_failure_at = excluded.last_failure_at RETURNING failing_since",
                 (endpoint_id, now, now),
             )
-            row = cur.fetchone()
-            since = row[0] if row else None
+            health = cur.fetchone()
+            since = health[0] if health else None
             if since is not None and policy.should_disable(since, now):
                 gave_up.append(Failing(endpoint_id, failing[endpoint_id], since))
     return gave_up

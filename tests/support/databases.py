@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -60,5 +61,14 @@ def _drop(settings: Settings, name: str) -> None:
         ch = connect(settings.clickhouse.model_copy(update={"database": "default"}))
         ch.execute(f"DROP DATABASE IF EXISTS {name}")
         ch.disconnect()
-    with psycopg.connect(_admin(settings), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # FORCE ends our own sessions; an autovacuum worker (which our role may not end) can
+    # still hold the database for a moment, so try again briefly before giving up
+    for attempt in range(10):
+        try:
+            with psycopg.connect(_admin(settings), autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.Error:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)

@@ -82,6 +82,7 @@ class CallRecorder:
             stt_final_ms=_ms(latency.stt_final),
             llm_first_token_ms=_ms(latency.llm_first_token),
             tts_first_byte_ms=_ms(latency.tts_first_byte),
+            end_of_turn_ms=_ms(latency.end_of_turn),
         )
 
     def usage(self, model_usage: list[Any]) -> None:

@@ -115,12 +115,13 @@ class SignalEmitter:
     def turn_metrics(
         self, turn_id: str, end_of_speech_to_first_audio_ms: int | None,
         stt_final_ms: int | None, llm_first_token_ms: int | None,
-        tts_first_byte_ms: int | None,
+        tts_first_byte_ms: int | None, end_of_turn_ms: int | None = None,
     ) -> None:  # fmt: skip
         self.emit("call.turn_metrics", turn_id=turn_id,
                   end_of_speech_to_first_audio_ms=end_of_speech_to_first_audio_ms,
                   stt_final_ms=stt_final_ms, llm_first_token_ms=llm_first_token_ms,
-                  tts_first_byte_ms=tts_first_byte_ms)  # fmt: skip
+                  tts_first_byte_ms=tts_first_byte_ms,
+                  end_of_turn_ms=end_of_turn_ms)  # fmt: skip
 
     def ended(self, reason: str, duration_ms: int) -> None:
         self.emit("call.ended", reason=reason, duration_ms=max(duration_ms, 0))

@@ -110,7 +110,7 @@ def test_the_recorder_numbers_turns_and_reports_latencies_of_agent_turns():
     (metrics,) = [s for s in signals if s["type"] == "call.turn_metrics"]
     assert metrics == {**metrics, "turn_id": "turn-1", "end_of_speech_to_first_audio_ms": 780,
                        "stt_final_ms": 140, "llm_first_token_ms": 320,
-                       "tts_first_byte_ms": 110}  # fmt: skip
+                       "tts_first_byte_ms": 110, "end_of_turn_ms": 600}  # fmt: skip
     assert rec.latencies[0].end_of_turn == 0.6
 
 

@@ -167,6 +167,11 @@ class ProviderSettings(BaseModel):
     )
     whisper_device: str = Field("cpu", description="`cpu` or `cuda` for `whisper-local`.")
     whisper_compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    whisper_workers: int = Field(
+        2,
+        description="Transcriptions `whisper-local` runs in parallel per worker process "
+        "(one CPU thread each); calls beyond that wait for one.",
+    )
     espeak_binary: str = Field("espeak-ng", description="The `espeak` TTS's program.")
 
     def credentials(self) -> set[str]:

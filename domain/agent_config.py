@@ -181,6 +181,8 @@ class AgentConfig(Frozen):
     @model_validator(mode="after")
     def _unique_tools(self) -> AgentConfig:
         names = [t.name for t in self.tools]
+        if "end_call" in names:
+            raise ValueError("'end_call' is the built-in tool that hangs up; name yours otherwise")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")

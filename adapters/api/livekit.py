@@ -62,6 +62,9 @@ async def web_call_token(
     )
     call = result.call
     assert call is not None
+    if result.replayed and call.ended_at is not None:
+        raise ApiError(409, "call_ended", f"The call {call.id} this Idempotency-Key started has "
+                       "ended; start a new call with a new key.")  # fmt: skip
     room = CallRoom(
         call_id=str(call.id), space_id=caller.space_id, agent_id=str(body.agent_id),
         agent_config_version=call.agent_config_version, room_name=call.room_name,

@@ -32,6 +32,7 @@ class OrderService:
 
     def __init__(self) -> None:
         self.requests: list[str] = []
+        self.hooks: list[tuple[str, dict[str, Any]]] = []
         service = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,12 +45,24 @@ class OrderService:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self) -> None:  # noqa: N802 - the agent's pre/post-call webhooks
+                length = int(self.headers.get("content-length", 0))
+                service.hooks.append((self.path, json.loads(self.rfile.read(length))))
+                reply = {"variables": {"customer": "Ada"}} if self.path == "/pre-call" else {}
+                body = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/orders"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{self.base}/orders"
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +72,14 @@ def orders() -> Iterator[OrderService]:
     service.server.shutdown()
 
 
-def agent_config(orders_url: str) -> dict[str, Any]:
+def agent_config(orders: OrderService) -> dict[str, Any]:
+    orders_url = orders.url
     return {
         "name": "Order desk",
         "system_prompt": "You help with orders.",
-        "first_message": "Hello! How can I help you?",
+        "first_message": "Hello {{customer}}! How can I help you?",
+        "webhooks": {"pre_call_url": f"{orders.base}/pre-call",
+                     "post_call_url": f"{orders.base}/post-call"},
         "tools": [{
             "name": "lookup_order", "description": "Look an order up.", "method": "GET",
             "url": orders_url, "timeout_seconds": 5,
@@ -120,7 +136,7 @@ def test_a_caller_talks_to_the_agent_and_the_call_is_recorded(
 ):
     sp = f"voice-{uuid.uuid4().hex[:8]}"
     h = issuer.headers(sp)
-    agent = client.post("/api/agents", json=agent_config(orders.url), headers=h)
+    agent = client.post("/api/agents", json=agent_config(orders), headers=h)
     assert agent.status_code == 201, agent.text
     started = client.post("/api/livekit/token", json={"agent_id": agent.json()["id"]}, headers=h)
     assert started.status_code == 201, started.text
@@ -129,7 +145,7 @@ def test_a_caller_talks_to_the_agent_and_the_call_is_recorded(
 
     greeting, answer, hung_up = asyncio.run(conversation(web["url"], web["token"]))
     # what the caller heard, transcribed by Whisper tiny (which may miss a word)
-    assert similar(greeting, "Hello! How can I help you?"), greeting
+    assert similar(greeting, "Hello Ada! How can I help you?"), greeting
     assert "order" in answer.lower() and "thursday" in answer.lower(), answer
     assert hung_up, "the agent ends the call after its goodbye"
     assert orders.requests and "order_id=A1001" in orders.requests[0]
@@ -151,6 +167,13 @@ def test_a_caller_talks_to_the_agent_and_the_call_is_recorded(
     assert "order" in said
     agent_said = " ".join(t["text"] for t in transcripts if t["speaker"] == "agent")
     assert "Your order arrives on Thursday." in agent_said
+    assert "Hello Ada! How can I help you?" in agent_said  # the pre-call hook's variable
+    hooks = dict(orders.hooks)
+    assert hooks["/pre-call"]["call_id"] == call_id
+    summary = hooks["/post-call"]
+    assert summary["call_id"] == call_id and summary["end_reason"] == "agent_hangup"
+    assert any(t["text"] == "Your order arrives on Thursday." for t in summary["transcript"])
+    assert summary["tool_calls"][0]["name"] == "lookup_order"
     with api_container.pool.connection() as conn:
         tools = conn.execute(
             "SELECT name, status FROM call_tool_calls WHERE call_id = %s", (call_id,)

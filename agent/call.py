@@ -16,10 +16,11 @@ from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 
 from adapters.livekit.rooms import CallRoom
 from adapters.net.guard import TargetPolicy, TargetRefused, check_url
+from adapters.net.http import GuardedHttpClient
 from agent.callbacks import merge_variables, post_call, pre_call
 from agent.recorder import CallRecorder
 from agent.signals import SignalEmitter
-from agent.tools import GuardedHttpClient, ToolInvocation, function_tools, substitute
+from agent.tools import ToolInvocation, function_tools, substitute
 from commands.agents import Actor
 from domain.agent_config import AgentConfig
 from domain.errors import ProviderUnavailable

@@ -25,8 +25,8 @@ from typing import Any
 
 from yarl import URL
 
+from adapters.net.http import GuardedHttpClient, HttpResponse
 from adapters.webhooks.signing import signed_headers
-from agent.tools import GuardedHttpClient, HttpResponse
 
 log = logging.getLogger(__name__)
 

@@ -117,7 +117,7 @@ class WebhookSettings(BaseModel):
         120.0, description="An endpoint whose every attempt failed for this long is disabled."
     )
     per_endpoint_concurrency: int = Field(
-        8, description="Deliveries in flight to one endpoint at once, per sender process."
+        16, description="Deliveries in flight to one endpoint at once, per sender process."
     )
     max_in_flight: int = Field(512, description="Deliveries in flight per sender process.")
     claim_batch: int = Field(500, description="Due deliveries a sender claims per query.")

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 VOX    := $(VENV)/bin/voxagent
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down test unit lint lock bench clean-stack
+.PHONY: up down test unit lint lock bench bench-webhooks bench-voice clean-stack
 
 $(STAMP): pyproject.toml requirements.lock
 	@echo "==> creating the virtualenv and installing pinned dependencies (first run: ~1 min)"
@@ -41,3 +41,13 @@ lock:
 bench: $(STAMP)
 	$(VOX) stack up
 	$(PY) bench/spine.py
+
+## bench-webhooks: outbound webhooks, 200 events/s to 10 endpoints for 60 s (docs/benchmarks.md)
+bench-webhooks: $(STAMP)
+	$(VOX) stack up
+	$(PY) bench/webhooks.py
+
+## bench-voice: turn latency of scripted web calls, and calls per worker process (docs/benchmarks.md)
+bench-voice: $(STAMP)
+	$(VOX) stack up
+	$(PY) bench/voice.py

@@ -114,7 +114,7 @@ async def conversation(url: str, token: str) -> tuple[str, str, bool]:
     try:
         await caller.wait_quiet(1.0, timeout=90)  # the greeting, then a pause
         greeting = caller.heard.audio()
-        asked = await caller.say(speak("What is the status of my order?"))
+        asked = await caller.say(speak("I would like to check the status of my order."))
         await asyncio.sleep(1.0)
         while caller.heard.first_voice_after(asked) is None:
             await asyncio.sleep(0.1)

@@ -831,7 +831,10 @@ def report(args, steps: list[Step], ref: list[float], worker_env: dict[str, str]
               f"{cpu.get('worker', 0) + cpu.get(ESPEAK, 0):>7} "
               f"{cpu.get('livekit', 0):>4} {cpu.get('driver', 0):>7} "
               f"{cpu.get('machine', 0):>5}")  # fmt: skip
-    shown = [base] + ([steps[-1]] if len(steps) > 1 else [])
+    # C=1, the last step that held, the first that did not, and the last one
+    held = [s for s in steps if s.concurrency <= holding]
+    after = [s for s in steps if s.concurrency > holding]
+    shown = list({id(s): s for s in [base, *held[-1:], *after[:1], steps[-1]]}.values())
     print(f"\nbreakdown, ms (p50 / p95){'':<40}" + "".join(
         f"{'C=' + str(s.concurrency):>16}" for s in shown))  # fmt: skip
     for key, label in BREAKDOWN.items():

@@ -261,24 +261,9 @@ async def converse(env, slot: int, delay: float, turns: int, log) -> Conversatio
     conv = Conversation(str(call.id), call.room_name)
     env.rooms_opened.append(call.room_name)
     caller = BenchCaller()
-    rng = random.Random(conv.call_id)
     try:
-        await env.rooms.open(room)
-        token = env.rooms.join_token(call.room_name, f"caller-{slot}-{uuid.uuid4().hex[:6]}",
-                                     "Bench caller", timedelta(minutes=30))  # fmt: skip
-        await caller.join(env.settings.livekit.url, token)
-        if await caller.reply_after(0.0, timeout=90) is None:
-            raise TimeoutError("no greeting within 90 s")
-        await caller.wait_quiet(0.8, timeout=60)
-        for k in range(turns):
-            which = (slot + k) % len(SCRIPT)
-            sent = await caller.utter(env.utterances[which])
-            heard = await caller.reply_after(sent, timeout=env.reply_timeout)
-            conv.said.append(which)
-            conv.caller_ms.append(None if heard is None else (heard - sent) * 1000)
-            if heard is not None:
-                await caller.wait_quiet(0.8, timeout=60)
-            await asyncio.sleep(rng.uniform(0.2, 0.8))  # the caller thinks
+        async with asyncio.timeout(120 + turns * (env.reply_timeout + 60)):  # a stack gone away
+            await talk(env, slot, conv, room, caller, turns)
     except Exception as exc:  # noqa: BLE001 - counted and reported
         conv.error = f"{type(exc).__name__}: {exc}"
         log(f"    slot {slot}: call {conv.call_id} failed: {conv.error}")
@@ -287,6 +272,26 @@ async def converse(env, slot: int, delay: float, turns: int, log) -> Conversatio
     finally:
         await caller.leave()
     return conv
+
+
+async def talk(env, slot: int, conv: Conversation, room, caller: BenchCaller, turns: int) -> None:
+    rng = random.Random(conv.call_id)
+    await env.rooms.open(room)
+    token = env.rooms.join_token(room.room_name, f"caller-{slot}-{uuid.uuid4().hex[:6]}",
+                                 "Bench caller", timedelta(minutes=30))  # fmt: skip
+    await caller.join(env.settings.livekit.url, token)
+    if await caller.reply_after(0.0, timeout=90) is None:
+        raise TimeoutError("no greeting within 90 s")
+    await caller.wait_quiet(0.8, timeout=60)
+    for k in range(turns):
+        which = (slot + k) % len(SCRIPT)
+        sent = await caller.utter(env.utterances[which])
+        heard = await caller.reply_after(sent, timeout=env.reply_timeout)
+        conv.said.append(which)
+        conv.caller_ms.append(None if heard is None else (heard - sent) * 1000)
+        if heard is not None:
+            await caller.wait_quiet(0.8, timeout=60)
+        await asyncio.sleep(rng.uniform(0.2, 0.8))  # the caller thinks
 
 
 # -- what the worker said about the calls ----------------------------------------------------
@@ -633,16 +638,19 @@ def delete_topics(settings) -> None:
 
 @contextlib.contextmanager
 def databases(name: str):
-    """``isolated()``, plus the run's topics deleted; failing to drop the databases afterwards
-    costs a warning, not the figures."""
+    """``isolated()``, plus the run's topics deleted (also when the run fails); failing to drop
+    the databases afterwards costs a warning, not the figures."""
     from infra.settings import Settings
     from tests.support.databases import isolated
 
     manager = isolated(Settings(), name)
     settings = manager.__enter__()
     try:
-        yield settings
-        delete_topics(settings)
+        try:
+            yield settings
+        finally:
+            with contextlib.suppress(Exception):
+                delete_topics(settings)
     except BaseException:
         if not manager.__exit__(*sys.exc_info()):
             raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from livekit.agents import RunContext, ToolError, llm
 from livekit.agents.llm.utils import prepare_function_arguments
 from standardwebhooks.webhooks import Webhook
@@ -35,6 +34,7 @@ from agent.tools import (
 )
 from commands.webhooks import new_secret
 from domain.agent_config import ToolConfig
+from tests.support.dns import FixedResolver
 
 pytestmark = pytest.mark.integration
 
@@ -113,32 +113,6 @@ def answer_json(document: Any, status: int = 200) -> Reply:
 async def stall(state: Server, _: web.Request) -> web.StreamResponse:
     await asyncio.wait_for(state.release.wait(), timeout=10)
     return web.Response(text="too late")
-
-
-class FixedResolver(AbstractResolver):
-    """Answers one name with one address: DNS pointing wherever its owner likes."""
-
-    def __init__(self, name: str, address: str) -> None:
-        self.name, self.address = name, address
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host != self.name:
-            raise OSError(f"no such host {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=self.address,
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 class FakeRunContext(RunContext):

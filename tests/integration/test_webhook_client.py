@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 
 from adapters.net.guard import TargetPolicy
 from adapters.webhooks.http import Outcome, WebhookClient
 from adapters.webhooks.signing import signed_headers
 from commands.webhooks import new_secret
+from tests.support.dns import FixedResolver
 
 pytestmark = pytest.mark.integration
 
@@ -87,32 +88,6 @@ async def stall_mid_body(state: Receiver, request: web.Request) -> web.StreamRes
     await response.write(b"partial")
     await asyncio.wait_for(state.release.wait(), timeout=10)
     return response
-
-
-class FixedResolver(AbstractResolver):
-    """Answers one name with one address: DNS pointing wherever its owner likes."""
-
-    def __init__(self, name: str, address: str) -> None:
-        self.name, self.address = name, address
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host != self.name:
-            raise OSError(f"no such host {host}")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=self.address,
-                port=port,
-                family=socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 def post(client: WebhookClient, url: str) -> Outcome:

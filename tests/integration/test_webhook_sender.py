@@ -15,7 +15,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from adapters.net.guard import TargetPolicy
 from adapters.webhooks.dispatch import apply_batch
@@ -33,6 +32,7 @@ from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings, WebhookSettings
 from projections.faust_app import Item
 from projections.webhooks import apply_endpoint_rows, endpoint_row
+from tests.support.dns import FixedResolver
 
 pytestmark = pytest.mark.integration
 LOOPBACK = TargetPolicy.from_strings(True, ["127.0.0.1/32"])
@@ -47,17 +47,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
-
-
-class FixedResolver(AbstractResolver):
-    """DNS that answers 127.0.0.1 for every name: a rebinding attacker's resolver."""
-
-    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list:
-        return [ResolveResult(hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET,
-                              proto=0, flags=socket.AI_NUMERICHOST)]  # fmt: skip
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -215,7 +204,7 @@ def test_a_stuck_endpoint_holds_only_its_own_slots(wh, receiver):
     "url, resolver",
     [
         ("http://127.0.0.1:{port}/in", None),
-        ("http://rebound.example.com:{port}/in", FixedResolver()),
+        ("http://rebound.example.com:{port}/in", FixedResolver(None, "127.0.0.1")),
         ("http://10.0.0.7:{port}/in", None),
         ("http://169.254.169.254:{port}/latest", None),
     ],

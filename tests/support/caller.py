@@ -64,6 +64,7 @@ class Caller:
         self.heard = Heard()
         self.disconnected = asyncio.Event()
         self._readers: list[asyncio.Task[None]] = []
+        self._mic = asyncio.Lock()  # one capture at a time: the SDK refuses overlapping ones
 
     async def join(self, url: str, token: str) -> None:
         @self.room.on("track_subscribed")
@@ -89,7 +90,9 @@ class Caller:
         zero = np.zeros(FRAME, dtype=np.int16).tobytes()
         while not self.disconnected.is_set():
             if not self._talking:
-                await self.source.capture_frame(rtc.AudioFrame(zero, RATE, 1, FRAME))
+                async with self._mic:
+                    if not self._talking:  # say() may have started while we waited
+                        await self.source.capture_frame(rtc.AudioFrame(zero, RATE, 1, FRAME))
             else:
                 await asyncio.sleep(0.01)
 
@@ -101,7 +104,9 @@ class Caller:
                 chunk = pcm[start : start + FRAME]
                 if len(chunk) < FRAME:
                     chunk = np.pad(chunk, (0, FRAME - len(chunk)))
-                await self.source.capture_frame(rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME))
+                async with self._mic:
+                    frame = rtc.AudioFrame(chunk.tobytes(), RATE, 1, FRAME)
+                    await self.source.capture_frame(frame)
         finally:
             self._talking = False
         return time.monotonic()

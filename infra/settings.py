@@ -225,6 +225,43 @@ class WorkerSettings(BaseModel):
     )
 
 
+class TelephonySettings(BaseModel):
+    """Phone calls through the media bridge (Twilio Media Streams, VoxImplant)."""
+
+    bridge_host: str = Field("127.0.0.1", description="Address the media bridge binds.")
+    bridge_port: int = Field(8765, description="Port of the media bridge's WebSocket server.")
+    bridge_public_url: str = Field(
+        "ws://127.0.0.1:8765",
+        description="The bridge's address as providers reach it (wss:// in production); "
+        "stream URLs in TwiML and API answers start with it.",
+    )
+    stream_secret: SecretStr = Field(
+        SecretStr("voxagent-development-stream-secret-change-me"),
+        description="Signs the stream tokens only our TwiML and API issue; the bridge "
+        "refuses a stream without a valid one. Set a long random value in production.",
+    )
+    stream_token_ttl_seconds: int = Field(
+        600, description="How long after issue a stream token may open its stream."
+    )
+    start_timeout_seconds: float = Field(
+        10.0, description="A stream that sends no valid `start` within this is closed."
+    )
+    max_streams: int = Field(500, description="Streams one bridge process takes at once.")
+    twilio_account_sid: str | None = Field(
+        None, description="The Twilio account whose voice webhooks we take (`AC...`)."
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None,
+        description="Verifies `X-Twilio-Signature` on Twilio's voice webhook; the webhook "
+        "answers 503 `twilio_not_configured` without it.",
+    )
+    public_api_url: str | None = Field(
+        None,
+        description="The API's public base URL (https://...) Twilio signs webhooks for; "
+        "the request's own URL when unset (right unless a proxy rewrites it).",
+    )
+
+
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
     system_user: str = Field(
@@ -251,5 +288,6 @@ class Settings(BaseSettings):
     providers: ProviderSettings = ProviderSettings()
     livekit: LiveKitSettings = LiveKitSettings()
     worker: WorkerSettings = WorkerSettings()
+    telephony: TelephonySettings = TelephonySettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from adapters.api import agents, costs, health, livekit, sessions, webhooks
+from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
 from adapters.api.errors import error_response, install_error_handlers
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
@@ -61,5 +61,6 @@ def create_app(container: Any) -> FastAPI:
     app.include_router(costs.usage_router)
     app.include_router(webhooks.router)
     app.include_router(livekit.router)
+    app.include_router(telephony.router)
     app.include_router(health.router)
     return app

@@ -15,13 +15,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.api.auth import CallerDep
+from adapters.api.call_rooms import open_call
 from adapters.api.common import IdempotencyKey, actor, checked_key, container_of
 from adapters.api.errors import ApiError
-from adapters.livekit.rooms import CallRoom, LiveKitRooms
+from adapters.livekit.rooms import LiveKitRooms
 from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
-from commands.call_commands import EndCall, InitiateCall
-from domain.errors import ProviderUnavailable
-from domain.providers import problems
+from commands.call_commands import InitiateCall
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/livekit", tags=["livekit"])
@@ -51,35 +50,9 @@ async def web_call_token(
     """Start a web call with an agent: the Call (channel `web`), its room with the agent
     dispatched into it, and a token for the caller to join."""
     container = container_of(request)
-    who = actor(caller)
-    agent = await run_in_threadpool(container.agents.get_agent, who, body.agent_id)
-    found = problems(agent.settings, container.settings.providers.credentials())
-    if found:
-        raise ProviderUnavailable("this agent cannot take calls here: " + "; ".join(found))
     cmd = InitiateCall(agent_id=body.agent_id, direction="web", channel="web")
-    result = await run_in_threadpool(
-        container.calls.initiate_call, who, cmd, checked_key(idempotency_key)
-    )
-    call = result.call
-    assert call is not None
-    if result.replayed and call.ended_at is not None:
-        raise ApiError(409, "call_ended", f"The call {call.id} this Idempotency-Key started has "
-                       "ended; start a new call with a new key.")  # fmt: skip
-    room = CallRoom(
-        call_id=str(call.id), space_id=caller.space_id, agent_id=str(body.agent_id),
-        agent_config_version=call.agent_config_version, room_name=call.room_name,
-    )  # fmt: skip
+    call, _room = await open_call(container, actor(caller), cmd, checked_key(idempotency_key))
     rooms = LiveKitRooms(container.settings.livekit)
-    if not result.replayed:
-        try:
-            await rooms.open(room)
-        except Exception as exc:  # noqa: BLE001 - the server is down or refused
-            log.error("could not open the room of call %s: %r", call.id, exc)
-            end = EndCall(call_id=call.id, reason="error")
-            await run_in_threadpool(container.calls.end_call, who, end)
-            raise ApiError(503, "livekit_unavailable",
-                           "The voice server could not open the call's room; retry shortly.",
-                           headers={"Retry-After": "2"}) from None  # fmt: skip
     identity = f"caller-{secrets.token_hex(6)}"
     token = rooms.join_token(call.room_name, identity, body.participant_name, TOKEN_TTL)
     return TokenResponse(

@@ -23,6 +23,7 @@ class CallRoom:
     agent_id: str
     agent_config_version: int
     room_name: str
+    channel: str = "web"
 
     def metadata(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))
@@ -34,7 +35,7 @@ class CallRoom:
             call_id=str(data["call_id"]), space_id=str(data["space_id"]),
             agent_id=str(data["agent_id"]),
             agent_config_version=int(data["agent_config_version"]),
-            room_name=str(data["room_name"]),
+            room_name=str(data["room_name"]), channel=str(data.get("channel", "web")),
         )  # fmt: skip
 
 
@@ -62,6 +63,12 @@ class LiveKitRooms:
         )  # fmt: skip
         async with self._client() as lk:
             await lk.room.create_room(request)
+
+    async def exists(self, room_name: str) -> bool:
+        """Whether the room is open (a call's room goes when the call ends)."""
+        async with self._client() as lk:
+            found = await lk.room.list_rooms(api.ListRoomsRequest(names=[room_name]))
+        return any(room.name == room_name for room in found.rooms)
 
     async def close(self, room_name: str) -> None:
         async with self._client() as lk:

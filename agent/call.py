@@ -18,6 +18,7 @@ from adapters.livekit.rooms import CallRoom
 from adapters.net.guard import TargetPolicy, TargetRefused, check_url
 from adapters.net.http import GuardedHttpClient
 from agent.callbacks import merge_variables, post_call, pre_call
+from agent.keypad import Keypad
 from agent.recorder import CallRecorder
 from agent.signals import SignalEmitter
 from agent.tools import ToolInvocation, function_tools, substitute
@@ -26,6 +27,7 @@ from domain.agent_config import AgentConfig
 from domain.errors import ProviderUnavailable
 
 log = logging.getLogger(__name__)
+PLAYBACK_TOPIC = "voxagent.playback"  # the media bridge listens: {"type": "clear"} on barge-in
 SYSTEM_SUBJECT = "system:voice-worker"
 END_CALL_SCHEMA = {
     "name": "end_call",
@@ -59,6 +61,7 @@ class CallSession:
         self.tool_calls: list[dict[str, Any]] = []
         self.session: AgentSession[Any] | None = None
         self.http: GuardedHttpClient | None = None
+        self.keypad: Keypad | None = None
 
     # -- the call -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -102,6 +105,10 @@ class CallSession:
         session.on("conversation_item_added", self._item_added)
         session.on("user_state_changed", self._user_state)
         session.on("close", self._closed)
+        if self.room.channel != "web":  # a phone stream: keys, and the bridge's playback
+            self.keypad = Keypad(self._keys_pressed)
+            self.ctx.room.on("sip_dtmf_received", self._dtmf)
+            session.on("speech_created", self._speech_created)
         agent = Agent(instructions=substitute(config.system_prompt, variables), tools=tools)
         await session.start(agent=agent, room=self.ctx.room, record=False)
         self.emitter.started()
@@ -145,6 +152,34 @@ class CallSession:
         await asyncio.sleep(self.config.silence_timeout_seconds)
         if self.silences == silences and self.reason is None:
             await self._end("silence")
+
+    def _dtmf(self, event: Any) -> None:
+        if self.keypad is None or self.reason is not None or not self.keypad.press(event.digit):
+            return
+        self.emitter.dtmf(event.digit, self.recorder.duration_ms())
+
+    def _keys_pressed(self, text: str) -> None:
+        if self.session is not None and self.reason is None:
+            self.session.interrupt()
+            self.session.generate_reply(user_input=text)
+
+    def _speech_created(self, event: Any) -> None:
+        event.speech_handle.add_done_callback(self._speech_done)
+
+    def _speech_done(self, handle: Any) -> None:
+        """An interrupted reply: the bridge drops what the provider has buffered (``clear``)
+        so the caller stops hearing stale audio at once."""
+        if handle.interrupted and self.ctx.room.isconnected():
+            payload = b'{"type":"clear"}'
+            asyncio.ensure_future(self._publish_playback(payload))
+
+    async def _publish_playback(self, payload: bytes) -> None:
+        try:
+            await self.ctx.room.local_participant.publish_data(
+                payload, reliable=True, topic=PLAYBACK_TOPIC
+            )
+        except Exception as exc:  # noqa: BLE001 - the room may be closing
+            log.info("call %s: could not tell the bridge to clear: %r", self.room.call_id, exc)
 
     def _tool_invoked(self, invocation: ToolInvocation) -> None:
         self.emitter.tool_invoked(
@@ -212,7 +247,7 @@ class CallSession:
 
     def _identity(self) -> dict[str, Any]:
         return {"call_id": self.room.call_id, "agent_id": self.room.agent_id,
-                "space_id": self.room.space_id, "channel": "web",
+                "space_id": self.room.space_id, "channel": self.room.channel,
                 "room_name": self.room.room_name}  # fmt: skip
 
     def _summary(self) -> dict[str, Any]:

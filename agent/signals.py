@@ -107,6 +107,9 @@ class SignalEmitter:
                   result=result, error=error, status=status,
                   latency_ms=max(latency_ms, 0))  # fmt: skip
 
+    def dtmf(self, digit: str, offset_ms: int) -> None:
+        self.emit("call.dtmf", digit=digit.upper(), offset_ms=max(offset_ms, 0))
+
     def usage(self, provider: str, model: str, kind: str, quantity: float) -> None:
         if quantity > 0:
             self.emit("call.usage", provider=provider, model=model, kind=kind,

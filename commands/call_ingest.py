@@ -22,6 +22,7 @@ from commands.signals import (
     CallEndedSignal,
     CallInitiatedSignal,
     CallStartedSignal,
+    DtmfSignal,
     Signal,
     ToolInvokedSignal,
     TranscriptSignal,
@@ -96,6 +97,8 @@ def apply_signal(call: Call, s: Signal) -> bool:
             at=at,
             signal_id=sid,
         )
+    if isinstance(s, DtmfSignal):
+        return call.receive_dtmf(digit=s.digit, offset_ms=s.offset_ms, at=at, signal_id=sid)
     if isinstance(s, TransferRequestedSignal):
         return call.request_transfer(mode=s.mode, target=s.target, at=at, signal_id=sid)
     if isinstance(s, TransferCompletedSignal):

@@ -23,6 +23,7 @@ Channel = Literal["web", "twilio_sip", "twilio_media_streams", "voximplant"]
 Speaker = Literal["user", "agent"]
 ToolStatus = Literal["ok", "error", "timeout", "refused"]
 TransferMode = Literal["warm", "cold"]
+DtmfDigit = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#", "A", "B", "C", "D"]
 UsageKind = Literal[
     "stt_seconds", "llm_input_tokens", "llm_output_tokens", "tts_characters", "telephony_seconds"
 ]
@@ -107,6 +108,12 @@ class ToolInvokedSignal(_Signal):
     latency_ms: Millis
 
 
+class DtmfSignal(_Signal):
+    type: Literal["call.dtmf"] = "call.dtmf"
+    digit: DtmfDigit
+    offset_ms: Millis
+
+
 class TransferRequestedSignal(_Signal):
     type: Literal["call.transfer_requested"] = "call.transfer_requested"
     mode: TransferMode
@@ -146,6 +153,7 @@ Signal = Annotated[
     | CallStartedSignal
     | TranscriptSignal
     | ToolInvokedSignal
+    | DtmfSignal
     | TransferRequestedSignal
     | TransferCompletedSignal
     | UsageSignal
@@ -158,6 +166,7 @@ SIGNAL_TYPES = (
     "call.started",
     "call.transcript",
     "call.tool_invoked",
+    "call.dtmf",
     "call.transfer_requested",
     "call.transfer_completed",
     "call.usage",

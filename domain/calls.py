@@ -27,6 +27,7 @@ USAGE_KINDS = (
 )
 TOOL_STATUSES = ("ok", "error", "timeout", "refused")
 TRANSFER_MODES = ("warm", "cold")
+DTMF_DIGITS = tuple("0123456789*#ABCD")
 STATUSES = ("initiated", "in_progress", "transferring", "ended")
 
 
@@ -97,6 +98,15 @@ class Call(Aggregate):
         error: str | None
         status: str
         latency_ms: int
+        at: str
+        signal_id: str | None
+
+    class DtmfReceived(Aggregate.Event):
+        TOPIC = "call.dtmf_received"
+        SCHEMA_VERSION = 1
+        space_id: str
+        digit: str
+        offset_ms: int
         at: str
         signal_id: str | None
 
@@ -290,6 +300,20 @@ class Call(Aggregate):
         )
         return True
 
+    def receive_dtmf(
+        self, *, digit: str, offset_ms: int, at: str, signal_id: str | None = None
+    ) -> bool:
+        if self.seen(signal_id):
+            return False
+        self._ensure_open("take a key press")
+        _one_of(digit, DTMF_DIGITS, "DTMF digit")
+        if offset_ms < 0:
+            raise InvalidSignal("offset_ms must not be negative")
+        self._dtmf_received(
+            space_id=self.space_id, digit=digit, offset_ms=offset_ms, at=at, signal_id=signal_id
+        )
+        return True
+
     def request_transfer(
         self, *, mode: str, target: str, at: str, signal_id: str | None = None
     ) -> bool:
@@ -432,6 +456,12 @@ class Call(Aggregate):
         latency_ms: int,
         at: str,
         signal_id: str | None,
+    ) -> None:
+        self._remember(signal_id)
+
+    @event(DtmfReceived)
+    def _dtmf_received(
+        self, space_id: str, digit: str, offset_ms: int, at: str, signal_id: str | None
     ) -> None:
         self._remember(signal_id)
 

@@ -1,12 +1,12 @@
 """``voxagent simulate calls``: realistic call signal streams onto ``<prefix>.ingress.worker.v1``.
 
 Each simulated call follows the signal contract (docs/signals.md): initiated, started (after
-ringing), then turns -- the agent greets, then user and agent alternate -- with final
-transcripts at growing offsets, usage every turn (STT seconds, LLM input/output tokens, TTS
-characters, telephony seconds on phone channels), turn metrics every agent turn, some tool calls
-(some failing), some transfers (requested + completed), some failures (ended early with reason
-``error``), and varied lengths. A turn takes one second of simulated time, so every speaker says
-one transcript per second (the benchmark's load).
+ringing), then turns -- the agent greets, then user and agent alternate -- with final transcripts
+at growing offsets, usage every turn (STT seconds, LLM input/output tokens, TTS characters,
+telephony seconds on phone channels), turn metrics every agent turn, some tool calls (some
+failing), some key presses (DTMF) by phone callers, some transfers (requested + completed), some
+failures (ended early with reason ``error``), and varied lengths. A turn takes one second of
+simulated time, so every speaker says one transcript per second (the benchmark's load).
 
 ``plan_call`` is pure and deterministic for ``(seed, index)``; ``simulate_calls`` schedules
 ``concurrency`` calls at a time on a simulated clock and produces them keyed by ``call_id``:
@@ -57,6 +57,7 @@ TELEPHONY_MODEL = {
     "voximplant": ("voximplant", "pstn"),
 }
 TOOLS = ("lookup_order", "update_address", "check_refund")
+KEYS = ("1", "2", "3", "0", "*", "#", "1001#", "42#")  # a menu choice or a number and '#'
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def plan_call(
 ) -> list[Step]:
     """The signals of simulated call ``index`` of run ``seed`` (deterministic)."""
     rng = random.Random(f"{seed}:{index}")  # noqa: S311 - a simulation, not crypto
+    keypad = random.Random(f"{seed}:{index}:dtmf")  # noqa: S311 - apart: rng's stream unchanged
     call_id = uuid.UUID(int=rng.getrandbits(128), version=4)
     names = [name for name, _ in CHANNELS]
     weights = [weight for _, weight in CHANNELS]
@@ -139,6 +141,9 @@ def plan_call(
     for turn in range(turns):
         turn_id = f"turn-{turn}"
         ms = int((t - answered) * 1000)
+        if phone and turn > 0 and keypad.random() < 0.15:
+            for k, digit in enumerate(keypad.choice(KEYS)):
+                add(t + 0.1 + 0.06 * k, "call.dtmf", digit=digit, offset_ms=ms + 100 + 60 * k)
         if turn > 0:
             text = rng.choice(USER_LINES)
             spoken = rng.randint(300, 450)

@@ -21,6 +21,12 @@ from projections.pricing import CATEGORIES, CATEGORY_OF
 
 Granularity = Literal["day", "week", "month"]
 _COLUMNS = ", ".join(CALL_COLUMNS)
+# one call in detail: its row and the caller's key presses (DTMF) in the order pressed
+_DETAIL = _COLUMNS + (
+    ", (SELECT coalesce(jsonb_agg(jsonb_build_object('digit', d.digit, 'offset_ms', d.offset_ms,"
+    " 'at', d.at) ORDER BY d.offset_ms, d.seq), '[]') FROM call_dtmf d"
+    " WHERE d.call_id = calls.id AND d.space_id = calls.space_id) AS dtmf"
+)
 _UNITS = {c: (unit, per) for c, unit, per in CATEGORY_OF.values()}
 
 
@@ -48,6 +54,15 @@ def _moment(value: date | datetime | None) -> datetime | None:
     return datetime.combine(value, time(), UTC)
 
 
+def _detail(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first row of a ``_DETAIL`` query, its key presses' ``at`` as aware datetimes."""
+    if not found:
+        return None
+    for press in found[0]["dtmf"]:
+        press["at"] = datetime.fromisoformat(press["at"])
+    return found[0]
+
+
 def display(category: str, quantity: Decimal) -> tuple[Decimal, str]:
     """A category's quantity in its display unit: seconds -> minutes, tokens, characters."""
     unit, per = _UNITS.get(category, ("units", 1))
@@ -56,13 +71,13 @@ def display(category: str, quantity: Decimal) -> tuple[Decimal, str]:
 
 # -- calls ------------------------------------------------------------------------------------
 def get_call(conn: Connection[Any], space_id: str, call_id: UUID | str) -> dict[str, Any] | None:
-    """The call's row, or None when it does not exist in this space."""
+    """The call's row with ``dtmf`` (its key presses ``[{digit, offset_ms, at}]`` in the order
+    pressed), or None when it does not exist in this space."""
     ident = _uuid(call_id)
     if ident is None:
         return None
-    found = _rows(conn, f"SELECT {_COLUMNS} FROM calls WHERE id = %s AND space_id = %s",
-                  (ident, space_id))  # fmt: skip
-    return found[0] if found else None
+    return _detail(_rows(conn, f"SELECT {_DETAIL} FROM calls WHERE id = %s AND space_id = %s",
+                         (ident, space_id)))  # fmt: skip
 
 
 def call_version(conn: Connection[Any], space_id: str, call_id: UUID | str) -> int | None:
@@ -72,14 +87,15 @@ def call_version(conn: Connection[Any], space_id: str, call_id: UUID | str) -> i
 
 
 def get_call_by_room(conn: Connection[Any], space_id: str, room_name: str) -> dict[str, Any] | None:
-    """The call held in this LiveKit room (the latest one, should a room name be reused)."""
+    """The call held in this LiveKit room (the latest one, should a room name be reused), as
+    ``get_call`` returns it."""
     found = _rows(
         conn,
-        f"SELECT {_COLUMNS} FROM calls WHERE space_id = %s AND room_name = %s "
+        f"SELECT {_DETAIL} FROM calls WHERE space_id = %s AND room_name = %s "
         "ORDER BY initiated_at DESC NULLS LAST, id LIMIT 1",
         (space_id, room_name),
     )
-    return found[0] if found else None
+    return _detail(found)
 
 
 def list_calls(
@@ -94,7 +110,7 @@ def list_calls(
     until: date | datetime | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of a space's calls, newest first (by ``initiated_at``, then id), and how many
-    match in all. ``since`` / ``until`` bound ``initiated_at``."""
+    match in all. ``since`` / ``until`` bound ``initiated_at``. Rows without ``dtmf``."""
     where, params = ["space_id = %s"], [space_id]
     for clause, value in (
         ("agent_id = %s", None if agent_id is None else str(agent_id)),

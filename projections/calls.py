@@ -4,9 +4,10 @@ Call events are not self-contained (only ``call.initiated`` names the agent), so
 a fold: ``fold_call(row, event)`` is the row after one event, given the row before it. A batch is
 projected with ``project_calls(events, current_rows)``: events at or below a row's version are
 already in it and change nothing (redelivery), later ones fold in order. Every event also leaves
-one row of its own (transcript, tool call, usage, turn metrics) keyed by ``(call_id, seq)`` with
-``seq`` the aggregate version, so re-inserting it is a no-op. The same functions feed PostgreSQL
-(``projections.calls_view``) and ClickHouse (``projections.calls_clickhouse``).
+one row of its own (transcript, tool call, usage, turn metrics, key press) keyed by
+``(call_id, seq)`` with ``seq`` the aggregate version, so re-inserting it is a no-op. The same
+functions feed PostgreSQL (``projections.calls_view``) and ClickHouse
+(``projections.calls_clickhouse``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from projections.pricing import Catalog, category
 INITIATED, STARTED, TRANSCRIPT = "call.initiated", "call.started", "call.transcript_added"
 TOOL, USAGE, TURN = "call.tool_invoked", "call.usage_recorded", "call.turn_metrics_recorded"
 TRANSFER_REQUESTED, TRANSFER_COMPLETED = "call.transfer_requested", "call.transfer_completed"
-ENDED = "call.ended"
+DTMF, ENDED = "call.dtmf_received", "call.ended"
 CALL_EVENT_TYPES = frozenset(
     {INITIATED, STARTED, TRANSCRIPT, TOOL, USAGE, TURN, TRANSFER_REQUESTED, TRANSFER_COMPLETED}
-    | {ENDED}
+    | {DTMF, ENDED}
 )
 CALL_COLUMNS = (
     "id", "space_id", "agent_id", "agent_config_version", "direction", "channel",
@@ -53,7 +54,10 @@ TURN_COLUMNS = (
     "call_id", "seq", "space_id", "turn_id", "end_of_speech_to_first_audio_ms", "stt_final_ms",
     "llm_first_token_ms", "tts_first_byte_ms", "at", "position",
 )  # fmt: skip
-EVENT_TABLE = {TRANSCRIPT: "transcripts", TOOL: "tool_calls", USAGE: "usage", TURN: "turns"}
+DTMF_COLUMNS = ("call_id", "seq", "space_id", "digit", "offset_ms", "at", "position")
+EVENT_TABLE = {
+    TRANSCRIPT: "transcripts", TOOL: "tool_calls", USAGE: "usage", TURN: "turns", DTMF: "dtmf",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ def usage_row(ev: CallEvent, agent_id: str | None, catalog: Catalog) -> dict[str
 
 
 def event_row(ev: CallEvent, call: Mapping[str, Any] | None, catalog: Catalog) -> dict[str, Any]:
-    """The row of ``transcripts`` / ``tool_calls`` / ``usage`` / ``turns`` this event leaves."""
+    """The row of ``transcripts`` / ``tool_calls`` / ``usage`` / ``turns`` / ``dtmf`` this event
+    leaves."""
     agent_id = (call.get("agent_id") if call else None) or ""
     d, base = ev.data, {"call_id": ev.call_id, "seq": ev.version, "space_id": ev.space_id}
     tail = {"at": ev.at, "position": ev.position, "agent_id": agent_id}
@@ -190,6 +195,8 @@ def event_row(ev: CallEvent, call: Mapping[str, Any] | None, catalog: Catalog) -
     if ev.type == TURN:
         return {**base, "turn_id": str(d["turn_id"]),
                 **{k: _int(d.get(k)) for k in TURN_COLUMNS[4:8]}, **tail}  # fmt: skip
+    if ev.type == DTMF:
+        return {**base, "digit": str(d["digit"]), "offset_ms": int(d["offset_ms"]), **tail}
     raise ValueError(f"{ev.type} leaves no event row")
 
 

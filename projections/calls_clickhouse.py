@@ -1,14 +1,15 @@
-"""Call rows for ClickHouse (``infra/sql/clickhouse/002_calls.sql``) and the batch writing them.
+"""Call rows for ClickHouse (``infra/sql/clickhouse/002_calls.sql``, ``003_dtmf.sql``) and the
+batch writing them.
 
-Event tables (``transcripts``, ``tool_calls``, ``usage``, ``turns``) get one row per event from
-the same pure projector as PostgreSQL. ``calls`` needs the call's state (call events are not
-self-contained), and the ClickHouse projector keeps it in ClickHouse itself: a batch reads the
+Event tables (``transcripts``, ``tool_calls``, ``usage``, ``turns``, ``dtmf``) get one row per
+event from the same pure projector as PostgreSQL. ``calls`` needs the call's state (call events are
+not self-contained), and the ClickHouse projector keeps it in ClickHouse itself: a batch reads the
 touched calls' latest rows (``FINAL``), folds its events onto them with
-``projections.calls.project_calls`` (events at or below a row's version change nothing) and
-inserts the new rows, event tables first and ``calls`` last. One Kafka partition holds a call's
-events and is consumed by one projector at a time, so reads and writes of a call never
-interleave; a failed batch is retried from the same state; re-inserted rows collapse in the
-ReplacingMergeTrees. It depends on nothing but ClickHouse: PostgreSQL may lag or be down.
+``projections.calls.project_calls`` (events at or below a row's version change nothing) and inserts
+the new rows, event tables first and ``calls`` last. One Kafka partition holds a call's events and
+is consumed by one projector at a time, so reads and writes of a call never interleave; a failed
+batch is retried from the same state; re-inserted rows collapse in the ReplacingMergeTrees. It
+depends on nothing but ClickHouse: PostgreSQL may lag or be down.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
     "usage": ("call_id", "seq", "space_id", "agent_id", "provider", "model", "kind", "category",
               "quantity", "unit_price", "cost_micros", "price_entry", *_TAIL),
     "turns": ("call_id", "seq", "space_id", "agent_id", "turn_id", *p.TURN_COLUMNS[4:8], *_TAIL),
+    "dtmf": ("call_id", "seq", "space_id", "agent_id", "digit", "offset_ms", *_TAIL),
 }  # fmt: skip
 _TIMES = ("initiated_at", "started_at", "ended_at", "updated_at")
 _STRINGS: tuple[str, ...] = ("agent_id", "direction", "channel", "from_number", "to_number")
@@ -73,7 +75,8 @@ def clickhouse_call_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def clickhouse_event_rows(kind: str, row: dict[str, Any]) -> dict[str, Any]:
-    """A ``transcripts`` / ``tool_calls`` / ``usage`` / ``turns`` row of an event row."""
+    """A ``transcripts`` / ``tool_calls`` / ``usage`` / ``turns`` / ``dtmf`` row of an event
+    row."""
     out = dict(row)
     out["at"], out["at_ms"] = _split(row["at"])
     if kind == "tool_calls":

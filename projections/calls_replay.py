@@ -5,7 +5,7 @@ Every calls table (``projections.calls_view.TABLES``, the ``cost_daily`` rollup 
 by the same projector and view as the live path (``projections.replay.rebuild``). With
 ``check_only`` each pair is then compared row for row (``EXCEPT ALL`` both ways, every column)
 and the rebuild dropped. Otherwise the twins replace the live tables in ONE transaction
-(``projections.replay.swap_rebuild``): the six live tables are locked ``ACCESS EXCLUSIVE``
+(``projections.replay.swap_rebuild``): the seven live tables are locked ``ACCESS EXCLUSIVE``
 (``calls`` first, as the live view does), the rebuild catches up to the event store's head, the
 tables are renamed, the old ones dropped and their index and constraint names restored. A live
 projector blocked on the lock then writes into the new tables: call rows are version-guarded,

@@ -30,6 +30,7 @@ TABLES: dict[str, str] = {
     "tool_calls": "call_tool_calls",
     "usage": "call_usage",
     "turns": "call_turns",
+    "dtmf": "call_dtmf",
     "cost_daily": "cost_daily",
 }
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -38,6 +39,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "tool_calls": p.TOOL_CALL_COLUMNS,
     "usage": p.USAGE_COLUMNS,
     "turns": p.TURN_COLUMNS,
+    "dtmf": p.DTMF_COLUMNS,
 }
 _TYPES = {
     "id": "uuid",

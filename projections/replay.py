@@ -8,7 +8,7 @@ live projector blocked on the lock then writes into the new table, version-guard
 it applied is lost and nothing is applied twice.
 
 ``rebuild`` (build aside, then compare or swap) and ``swap_rebuild`` work on any set of tables
-and any runner: the calls replay (``projections.calls_replay``) swaps its six tables with them.
+and any runner: the calls replay (``projections.calls_replay``) swaps its seven tables with them.
 """
 
 from __future__ import annotations

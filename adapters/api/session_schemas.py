@@ -70,6 +70,14 @@ class UsageEventCreate(BaseModel):
     quantity: float = Field(ge=0, allow_inf_nan=False)
 
 
+class Dtmf(BaseModel):
+    """One key the caller pressed."""
+
+    digit: str
+    offset_ms: int
+    at: datetime
+
+
 class SessionPublic(BaseModel):
     id: UUID
     agent_id: UUID
@@ -91,6 +99,7 @@ class SessionPublic(BaseModel):
     transcript_count: int | None = None
     tool_call_count: int | None = None
     total_cost_usd: Decimal | None = None
+    dtmf: list[Dtmf] | None = None  # keys pressed, in order (one session; null in listings)
     version: int
 
 

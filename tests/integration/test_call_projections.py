@@ -124,6 +124,12 @@ def test_call_rows_and_transcripts_in_spoken_order(env: dict[str, Any]) -> None:
         assert [ln["seq"] for ln in lines] != sorted(ln["seq"] for ln in lines)  # shuffled
         assert lines[0]["speaker"] == "user" and len(lines) == 6
         assert q.transcripts(conn, OTHER, calls[4].id) == []
+        keys = q.get_call(conn, SPACE, calls[0].id)["dtmf"]
+        assert [(k["digit"], k["offset_ms"]) for k in keys] == [("4", 300), ("2", 450), ("#", 600)]
+        assert keys[0]["at"] == datetime(2025, 3, 3, 9, 0, 2, tzinfo=UTC)
+        assert row["dtmf"] == [] and q.get_call_by_room(conn, SPACE, "room-6")["dtmf"][1] == {
+            "digit": "*", "offset_ms": 450, "at": datetime(2025, 3, 10, 15, 0, 3, tzinfo=UTC)
+        }  # fmt: skip
         tools = q.tool_calls(conn, SPACE, calls[0].id)
         assert [t["status"] for t in tools] == ["error", "ok"] and tools[0]["arguments"] == {
             "turn": 0
@@ -308,6 +314,7 @@ def _swap_while_writing(container: Container, store: CallStore, catalog: Any) ->
     assert count["call_transcripts"] == kinds["call.transcript_added"]
     assert count["call_tool_calls"] == kinds["call.tool_invoked"]
     assert count["call_turns"] == kinds["call.turn_metrics_recorded"]
+    assert count["call_dtmf"] == kinds["call.dtmf_received"] > 0
 
 
 # -- the Faust projectors ---------------------------------------------------------------------
@@ -374,7 +381,7 @@ def test_faust_projects_calls_into_postgres_and_clickhouse_alike(
         ).fetchone()
     assert tuple(usage) == tuple(pg_usage)
     for table, pg_table in (("transcripts", "call_transcripts"), ("turns", "call_turns"),
-                            ("tool_calls", "call_tool_calls")):  # fmt: skip
+                            ("tool_calls", "call_tool_calls"), ("dtmf", "call_dtmf")):  # fmt: skip
         (n,) = client.execute(f"SELECT count() FROM {table} FINAL")[0]
         with container.pool.connection() as conn:
             assert n == conn.execute(f"SELECT count(*) FROM {pg_table}").fetchone()[0]

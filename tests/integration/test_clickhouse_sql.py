@@ -162,7 +162,7 @@ def chdb_session() -> Iterator[Query]:
 
 def test_server_and_chdb_run_the_same_schema(server: Query, chdb_session: Query) -> None:
     sql = "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
-    tables = ["agents", "calls", "events", "tool_calls", "transcripts", "turns", "usage"]
+    tables = ["agents", "calls", "dtmf", "events", "tool_calls", "transcripts", "turns", "usage"]
     assert server(sql) == chdb_session(sql) == [(t,) for t in tables]
 
 
@@ -202,6 +202,9 @@ def test_call_queries_see_each_call_once_at_its_latest_version(server: Query) ->
     assert sum(int(r[3]) for r in by_week) == len(usage)
     lines = server(QUERIES["a call's transcript in spoken order"])
     assert [int(r[1]) for r in lines] == sorted(int(r[1]) for r in lines) and len(lines) == 6
+    keys = server(QUERIES["key presses per agent and key"])
+    assert sum(int(r[2]) for r in keys) == len(call_tables()["dtmf"]) == 6
+    assert {r[1] for r in keys} == {"0", "1", "2", "4", "*", "#"}
 
 
 def test_the_analytics_doc_holds_the_example_queries() -> None:

@@ -35,6 +35,7 @@ EVENT_OF = {
     "call.started": "call.started",
     "call.transcript": "call.transcript_added",
     "call.tool_invoked": "call.tool_invoked",
+    "call.dtmf": "call.dtmf_received",
     "call.transfer_requested": "call.transfer_requested",
     "call.transfer_completed": "call.transfer_completed",
     "call.usage": "call.usage_recorded",

@@ -12,11 +12,13 @@ from domain.contract import iso_ms
 SPACE, OTHER = "space-calls", "space-other"
 AGENTS = ("11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222")
 START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
+KEYS = {0: "42#", 3: "1", 6: "0*"}  # the key presses (DTMF) of calls 0, 3 and 6
 
 
 def build_calls(seed: int = 7) -> list[Call]:
     """Eight calls over ten days, two agents, one other space; transcripts out of order, tools
-    failing now and then, a transfer, usage of every kind, one call still in progress."""
+    failing now and then, key presses in three calls, a transfer, usage of every kind, one call
+    still in progress."""
     rnd = random.Random(seed)
     calls = []
     for i in range(8):
@@ -29,6 +31,8 @@ def build_calls(seed: int = 7) -> list[Call]:
             room_name=f"room-{i}", at=next(clock), from_number=f"+1555000{i}", to_number="+1555",
         )  # fmt: skip
         call.start(at=next(clock))
+        for n, digit in enumerate(KEYS.get(i, "")):
+            call.receive_dtmf(digit=digit, offset_ms=300 + 150 * n, at=next(clock))
         turns = 2 + i % 3
         lines = []
         for turn in range(turns):

@@ -161,6 +161,7 @@ def signal(kind, call_id, n, space="space-a", **fields):
             turn_id=f"t{n}", speaker="user", text="hi", start_ms=n, end_ms=n + 5
         ),
         "call.usage": dict(provider="p", model="m", kind="tts_characters", quantity=10),
+        "call.dtmf": dict(digit="1", offset_ms=100 * n),
         "call.transfer_requested": dict(mode="warm", target="sales"),
         "call.transfer_completed": dict(succeeded=True),
         "call.ended": dict(reason="hangup", duration_ms=1000),
@@ -250,6 +251,27 @@ def test_a_mixed_batch_rejects_only_the_bad_signals(app):
         "call.transfer_completed",
         "call.ended",
     ]
+
+
+def test_key_presses_are_recorded_in_order_once_and_not_after_the_end(app):
+    a = uuid.uuid4()
+    batch = [
+        signal("call.initiated", a, 0),
+        signal("call.started", a, 1),
+        signal("call.dtmf", a, 2, digit="4"),
+        signal("call.dtmf", a, 3, digit="2"),
+        signal("call.dtmf", a, 3, digit="2"),  # the same signal again
+        signal("call.dtmf", a, 4, digit="#"),
+        signal("call.ended", a, 5),
+        signal("call.dtmf", a, 6, digit="9"),  # after the end
+    ]
+    assert statuses(app.apply_signals(batch)) == [
+        ("applied", None), ("applied", None), ("applied", None), ("applied", None),
+        ("duplicate", None), ("applied", None), ("applied", None), ("rejected", "call_ended"),
+    ]  # fmt: skip
+    presses = [e for e in app.events.get(a) if type(e).TOPIC == "call.dtmf_received"]
+    assert [(e.digit, e.offset_ms) for e in presses] == [("4", 200), ("2", 300), ("#", 400)]
+    assert {o.status for o in app.apply_signals(batch[:7])} == {"duplicate"}
 
 
 def test_a_replayed_batch_changes_nothing(app):

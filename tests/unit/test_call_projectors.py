@@ -63,7 +63,8 @@ def t(second: int) -> str:
 
 
 def history() -> list[dict[str, Any]]:
-    """A whole call: initiated, started, two lines, a tool, usage, a transfer, metrics, ended."""
+    """A whole call: initiated, started, two lines, a tool, usage, a transfer, metrics, a key
+    press, ended."""
     positions = count(10)
     call = Call.initiate(
         space_id="space-1", agent_id="agent-1", agent_config_version=3, direction="inbound",
@@ -86,6 +87,7 @@ def history() -> list[dict[str, Any]]:
     call.complete_transfer(succeeded=True, at=t(9))
     call.record_turn_metrics(turn_id="t1", at=t(10), end_of_speech_to_first_audio_ms=800,
                              llm_first_token_ms=300)  # fmt: skip
+    call.receive_dtmf(digit="#", offset_ms=9_400, at=t(10))
     call.end(reason="hangup", duration_ms=10_000, at=t(11))
     return [envelope(e, next(positions)) for e in call.collect_events()]
 
@@ -145,6 +147,8 @@ def test_every_event_leaves_its_own_row_keyed_by_version() -> None:
     assert usage[2]["price_entry"] == "unpriced" and str(usage[0]["day"]) == "2025-03-01"
     (turn,) = changes.events["turns"]
     assert (turn["end_of_speech_to_first_audio_ms"], turn["stt_final_ms"]) == (800, None)
+    (key,) = changes.events["dtmf"]
+    assert (key["seq"], key["digit"], key["offset_ms"], key["at"].second) == (12, "#", 9_400, 10)
 
 
 def test_redelivered_and_older_events_change_nothing() -> None:
@@ -201,6 +205,10 @@ def test_clickhouse_rows_split_milliseconds_and_round_trip_the_state() -> None:
     tool = tables["tool_calls"][0]
     assert (tool["arguments"], tool["result"], tool["at_ms"]) == ('{"q":"x"}', "null", 250)
     assert [u["cost_micros"] for u in tables["usage"]] == [6150, 2500, 0]
+    (key,) = tables["dtmf"]
+    assert (key["digit"], key["offset_ms"], key["agent_id"], key["at_ms"]) == (
+        "#", 9_400, "agent-1", 250
+    )  # fmt: skip
     # what the ClickHouse projector reads back is the state it folds onto
     epoch = {c: call[c] for c in CALL_COLUMNS}
     for name in ("initiated_at", "started_at", "ended_at", "updated_at"):

@@ -77,6 +77,8 @@ def test_nothing_is_added_after_the_end():
         )
     with pytest.raises(CallEnded):
         call.start(at=AT, signal_id="z")
+    with pytest.raises(CallEnded):
+        call.receive_dtmf(digit="1", offset_ms=1200, at=AT, signal_id="k")
     assert call.status == "ended" and call.end_reason == "hangup" and call.duration_ms == 1000
 
 
@@ -108,6 +110,18 @@ def test_completing_a_transfer_that_was_never_requested_is_invalid():
         started_call().complete_transfer(succeeded=True, at=AT, signal_id="tc")
 
 
+def test_a_key_press_is_recorded_once_per_signal():
+    call = started_call()
+    assert call.receive_dtmf(digit="4", offset_ms=1200, at=AT, signal_id="k1")
+    assert call.receive_dtmf(digit="#", offset_ms=1450, at=AT, signal_id="k2")
+    assert not call.receive_dtmf(digit="4", offset_ms=1200, at=AT, signal_id="k1")  # re-sent
+    pressed = [e for e in call.collect_events() if type(e).TOPIC == "call.dtmf_received"]
+    assert [(e.digit, e.offset_ms, e.at, e.signal_id) for e in pressed] == [
+        ("4", 1200, AT, "k1"), ("#", 1450, AT, "k2")
+    ]  # fmt: skip
+    assert call.status == "in_progress"
+
+
 def test_a_duplicate_signal_changes_nothing_even_after_the_end():
     call = started_call()
     kwargs = dict(turn_id="t1", speaker="user", text="hi", start_ms=0, end_ms=10, at=AT)
@@ -131,6 +145,9 @@ def test_a_duplicate_signal_changes_nothing_even_after_the_end():
             dict(name="x", arguments={}, result=None, error=None, status="meh", latency_ms=1),
         ),
         ("request_transfer", dict(mode="lukewarm", target="x")),
+        ("receive_dtmf", dict(digit="E", offset_ms=0)),
+        ("receive_dtmf", dict(digit="12", offset_ms=0)),
+        ("receive_dtmf", dict(digit="1", offset_ms=-1)),
         ("end", dict(reason="hangup", duration_ms=-1)),
     ],
 )
@@ -157,6 +174,7 @@ def test_replaying_the_events_rebuilds_the_same_state():
         turn_id="t1",
         signal_id="tool",
     )
+    call.receive_dtmf(digit="0", offset_ms=2500, at=AT, signal_id="key")
     call.request_transfer(mode="warm", target="sales", at=AT, signal_id="tr")
     call.record_usage(
         provider="deepgram", model="nova", kind="stt_seconds", quantity=1.5, at=AT, signal_id="u"
@@ -167,5 +185,5 @@ def test_replaying_the_events_rebuilds_the_same_state():
     app.save(call)
     copy = app.repository.get(call.id)
     assert copy.__dict__ == call.__dict__
-    assert copy.signals == {"s-init", "s-start", "tx", "tool", "tr", "u", "m", "end"}
+    assert copy.signals == {"s-init", "s-start", "tx", "tool", "key", "tr", "u", "m", "end"}
     assert copy.status == "ended" and copy.transfer == "warm:sales"

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.unit
 
 EVENTS = [
     VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived,
-    Call.Created, Call.Started, Call.TranscriptAdded, Call.ToolInvoked, Call.TransferRequested,
-    Call.TransferCompleted, Call.UsageRecorded, Call.TurnMetricsRecorded, Call.Ended,
+    Call.Created, Call.Started, Call.TranscriptAdded, Call.ToolInvoked, Call.DtmfReceived,
+    Call.TransferRequested, Call.TransferCompleted, Call.UsageRecorded, Call.TurnMetricsRecorded,
+    Call.Ended,
     WebhookEndpoint.Created, WebhookEndpoint.Updated, WebhookEndpoint.SecretRotated,
     WebhookEndpoint.Disabled, WebhookEndpoint.Deleted,
 ]  # fmt: skip

@@ -48,6 +48,7 @@ EXAMPLES = {
         "status": "ok",
         "latency_ms": 230,
     },
+    "call.dtmf": {"digit": "#", "offset_ms": 4200},
     "call.transfer_requested": {"mode": "warm", "target": "+15559999"},
     "call.transfer_completed": {"succeeded": True},
     "call.usage": {
@@ -96,6 +97,12 @@ def test_at_without_offset_or_not_a_date_is_invalid(at):
     assert error.code == "invalid_signal" and "at" in error.message
 
 
+@pytest.mark.parametrize("digit", domain_calls.DTMF_DIGITS)
+def test_every_keypad_digit_is_a_valid_dtmf_signal(digit):
+    signal = parse_signal(raw("call.dtmf", digit=digit, offset_ms=0))
+    assert (signal.digit, signal.offset_ms) == (digit, 0)
+
+
 def test_unknown_extra_fields_are_ignored_for_forward_compatibility():
     assert parse_signal(raw("call.started", new_optional_field="x")).type == "call.started"
 
@@ -130,6 +137,10 @@ def test_unusable_messages_are_rejected_with_a_stable_code(data, code):
         ("call.usage", {"quantity": -3}, "quantity"),
         ("call.initiated", {"channel": "pigeon"}, "channel"),
         ("call.ended", {"duration_ms": None}, "duration_ms"),
+        ("call.dtmf", {"digit": "E"}, "digit"),
+        ("call.dtmf", {"digit": "12"}, "digit"),
+        ("call.dtmf", {"digit": 1}, "digit"),
+        ("call.dtmf", {"offset_ms": -1}, "offset_ms"),
     ],
 )
 def test_invalid_fields_are_named_in_the_rejection(kind, fields, where):
@@ -146,6 +157,7 @@ def test_invalid_fields_are_named_in_the_rejection(kind, fields, where):
         (sig.Speaker, domain_calls.SPEAKERS),
         (sig.ToolStatus, domain_calls.TOOL_STATUSES),
         (sig.TransferMode, domain_calls.TRANSFER_MODES),
+        (sig.DtmfDigit, domain_calls.DTMF_DIGITS),
         (sig.UsageKind, domain_calls.USAGE_KINDS),
     ],
 )

@@ -69,6 +69,7 @@ def test_every_signal_parses_under_the_ingest_contract_and_is_keyed_by_call():
     e.transcript("turn-1", "user", "Where is my order?", 1400, 3000)
     e.tool_invoked("turn-1", "lookup_order", {"order_id": "A1"}, {"status": "shipped"},
                    None, "ok", 230)  # fmt: skip
+    e.dtmf("5", 4100)
     e.usage("whisper-local", "tiny.en", "stt_seconds", 1.6)
     e.turn_metrics("turn-1", 780, 140, 320, 110)
     e.ended("hangup", 60_800)
@@ -79,9 +80,18 @@ def test_every_signal_parses_under_the_ingest_contract_and_is_keyed_by_call():
         types.append(signal.type)
         assert signal.source == "worker" and signal.space_id == "acme"
         assert raw["signal_id"].startswith(CALL)
-    assert types == ["call.started", "call.transcript", "call.tool_invoked", "call.usage",
-                     "call.turn_metrics", "call.ended"]  # fmt: skip
-    assert len({m["signal_id"] for m in sent(producer)}) == 6
+    assert types == ["call.started", "call.transcript", "call.tool_invoked", "call.dtmf",
+                     "call.usage", "call.turn_metrics", "call.ended"]  # fmt: skip
+    assert len({m["signal_id"] for m in sent(producer)}) == 7
+
+
+def test_a_key_press_is_sent_with_its_offset_and_a_contract_digit():
+    producer = Captured()
+    e = emitter(producer)
+    e.dtmf("#", 12_345)
+    e.dtmf("b", -3)  # a lower-case letter key, a clock that ran backwards
+    assert [(s["digit"], s["offset_ms"]) for s in sent(producer)] == [("#", 12_345), ("B", 0)]
+    assert all(parse_signal(value).type == "call.dtmf" for _, value, _ in producer.messages)
 
 
 def test_a_full_buffer_never_fails_the_call():

@@ -276,6 +276,7 @@ def config_doc(check: bool) -> None:
 
 
 def _attach() -> None:
+    from infra.bridge_cli import bridge
     from infra.devauth_cli import dev_issuer_command, token_command
     from infra.stack.cli import stack
     from infra.voice_cli import worker
@@ -284,6 +285,7 @@ def _attach() -> None:
     cli.add_command(stack)
     cli.add_command(webhooks)
     cli.add_command(worker)
+    cli.add_command(bridge)
     cli.add_command(token_command)
     cli.add_command(dev_issuer_command)
 

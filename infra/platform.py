@@ -15,7 +15,7 @@ from infra.stack.common import pid_alive, read_pid, spawn, stop_pid, tail
 
 PROCESSES = (
     "dev-issuer", "api", "relay", "projector", "ingest", "webhooks-dispatch", "webhooks-send",
-    "worker",
+    "worker", "bridge",
 )  # fmt: skip
 
 

@@ -4,6 +4,8 @@ the pipeline of the integration tests (relay, projectors, ingest)."""
 from __future__ import annotations
 
 import json
+import socket
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,3 +30,28 @@ def worker(
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def bridge(pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``voxagent bridge`` on a free port; yields its ws:// base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"VOXAGENT_TELEPHONY__BRIDGE_PORT": str(port)}
+    proc = Process("bridge", pipeline_settings, Path(tmp_path_factory.mktemp("bridge")), env=env)
+    proc.start()
+    try:
+        eventually(lambda: _healthy(f"http://127.0.0.1:{port}/health"), timeout=60,
+                   what="the media bridge answering", processes=(proc,))  # fmt: skip
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except OSError:
+        return False

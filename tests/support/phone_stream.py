@@ -261,6 +261,12 @@ class PhoneStream:
                 self.sent.append(body)
             await self._ws.send_str(json.dumps(body))
 
+    async def send_raw(self, text: str) -> None:
+        """Anything at all, as a text message (tests of what the bridge does with bad input)."""
+        assert self._ws is not None
+        async with self._send_lock:
+            await self._ws.send_str(text)
+
     def _fail_pending(self) -> None:
         while self._queue:
             _, done = self._queue.popleft()

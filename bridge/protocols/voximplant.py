@@ -6,8 +6,10 @@ Wire format: https://voximplant.com/docs/guides/media-streams/format (summary an
 own outbound stream (``open_outbound``) before the first ``media`` and stops it at the end.
 
 VoxImplant has no marks (``mark`` returns None: the session times replies itself) and no DTMF
-on the socket. Its buffer clear is a scenario call, ``webSocket.clearMediaBuffer()``; ``clear``
-sends the custom message our scenario turns into that call (``{"customEvent": "clear"}``).
+on the socket: our scenario forwards each ``CallEvents.ToneReceived`` key as
+``{"customEvent": "dtmf", "digit": "5"}``. Its buffer clear is a scenario call,
+``webSocket.clearMediaBuffer()``; ``clear`` sends the custom message our scenario turns into
+that call (``{"customEvent": "clear"}``).
 
 Error codes raised by ``parse``: ``invalid_json``, ``invalid_message``, ``missing_field``,
 ``invalid_field``, ``bad_payload``, ``not_started``, ``already_started``,
@@ -20,6 +22,7 @@ import json
 import uuid
 
 from bridge.messages import (
+    Dtmf,
     Ignored,
     Media,
     MediaFormat,
@@ -48,6 +51,7 @@ OUTBOUND_NAMES = {
     ("alaw", 8000): "ALAW",
 }
 BYTES_PER_SAMPLE = {"pcm16": 2, "mulaw": 1, "alaw": 1}
+DTMF_EVENT = "dtmf"  # {"customEvent": "dtmf", "digit": "5"}: our scenario's ToneReceived
 CLEAR_EVENT = "clear"  # {"customEvent": "clear"}: our scenario calls webSocket.clearMediaBuffer()
 
 
@@ -80,6 +84,8 @@ class VoxImplantStream:
             return self._media(message)
         if type(event) is not str:
             custom = message.get("customEvent")
+            if custom == DTMF_EVENT:  # our scenario forwards CallEvents.ToneReceived
+                return Dtmf(wire.dtmf_digit(message.get("digit"), "digit"))
             if type(custom) is str:  # a scenario's own message, not part of the media stream
                 return Ignored(custom)
             raise ProtocolError("missing_field", "event is missing or not a string")

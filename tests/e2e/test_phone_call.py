@@ -164,6 +164,11 @@ async def voximplant_call(url: str, parameters: dict[str, str]) -> dict[str, Any
         asked = await say(phone, "I would like to check the status of my order.")
         out["answer"] = transcribe(await reply_after(phone, asked), phone.rate)
         out["format"] = phone.outbound_format  # the bridge's stream, while it plays
+        pressed = time.monotonic()
+        for key in "42#":  # as our scenario forwards CallEvents.ToneReceived
+            await phone.dtmf(key)
+            await phone.silence(0.2)
+        out["keys"] = transcribe(await reply_after(phone, pressed), phone.rate)
         await say(phone, "Thank you, goodbye.")
         await phone.wait_for(lambda: phone.server_closed, timeout=60)
         out["starts"], out["stops"] = phone.outbound_starts, phone.outbound_stops
@@ -194,6 +199,9 @@ def test_a_voximplant_stream_call_through_the_bridge(client, issuer, worker, pip
     assert session["channel"] == "voximplant" and session["end_reason"] == "agent_hangup"
     transcripts = client.get(f"/api/sessions/{call_id}/transcripts", headers=h).json()
     assert {"user", "agent"} <= {t["speaker"] for t in transcripts}
+    agent_said = [t["text"] for t in transcripts if t["speaker"] == "agent"]
+    assert "You entered forty two." in agent_said, transcripts
+    assert [d["digit"] for d in session["dtmf"]] == ["4", "2", "#"]
 
 
 def test_the_bridge_refuses_streams_without_a_valid_token_for_a_live_call(

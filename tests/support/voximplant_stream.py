@@ -106,10 +106,9 @@ class VoxImplantEmulator(PhoneStream):
         return {"event": "stop", "sequenceNumber": seq, "stop": stop}
 
     async def dtmf(self, digit: str) -> None:
-        raise NotImplementedError(
-            "VoxImplant's media stream carries no DTMF; a scenario sees keys as "
-            "CallEvents.ToneReceived and would have to forward them itself"
-        )
+        """A key, as our scenario forwards VoxImplant's ``CallEvents.ToneReceived`` (the media
+        stream itself carries no DTMF)."""
+        await self.send_raw(json.dumps({"customEvent": "dtmf", "digit": digit}))
 
     # -- the bridge's stream --------------------------------------------------------------
     async def _handle(self, message: dict[str, Any]) -> None:

@@ -698,7 +698,10 @@ def test_voximplant_emulator_keeps_at_most_ten_seconds_buffered():
     assert phone.errors == []
 
 
-def test_voximplant_emulator_has_no_dtmf():
-    phone = VoxImplantEmulator("ws://127.0.0.1:9/stream", encoding="ULAW")
-    with pytest.raises(NotImplementedError):
-        asyncio.run(phone.dtmf("1"))
+def test_voximplant_keys_come_as_our_scenarios_custom_event():
+    protocol = VoxImplantStream()
+    assert protocol.parse('{"customEvent": "dtmf", "digit": "5"}') == Dtmf("5")
+    assert protocol.parse('{"customEvent": "dtmf", "digit": "#"}') == Dtmf("#")
+    for bad in ('{"customEvent": "dtmf", "digit": "55"}', '{"customEvent": "dtmf"}'):
+        with pytest.raises(ProtocolError):
+            protocol.parse(bad)

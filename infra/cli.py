@@ -235,6 +235,8 @@ def up(ctx: click.Context) -> None:
     click.echo(
         f"\nVoxagent is up.\n  API:      {base}/api\n  API docs: {base}/docs "
         f"(OpenAPI: {base}/openapi.json)\n  Health:   {base}/health\n"
+        f"  Phones:   {settings.telephony.bridge_public_url}/streams/(twilio|voximplant)"
+        f" (docs/telephony.md)\n"
         f"  Token:    .venv/bin/voxagent token --space demo\n"
         f'  Try:      curl -H "Authorization: Bearer $(.venv/bin/voxagent token --space demo)" '
         f"{base}/api/agents\n  Stop:     make down"

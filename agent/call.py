@@ -29,6 +29,10 @@ from domain.errors import ProviderUnavailable
 log = logging.getLogger(__name__)
 PLAYBACK_TOPIC = "voxagent.playback"  # the media bridge listens: {"type": "clear"} on barge-in
 SYSTEM_SUBJECT = "system:voice-worker"
+CARRIERS = {  # a phone channel -> the (provider, model) its minutes are priced under
+    "twilio_media_streams": ("twilio", "media_streams"),
+    "voximplant": ("voximplant", "websocket"),
+}
 END_CALL_SCHEMA = {
     "name": "end_call",
     "description": "End the call (hang up) once you have said goodbye.",
@@ -238,6 +242,10 @@ class CallSession:
     async def _report_end(self) -> None:
         if self.session is not None:
             self.recorder.usage(self.session.usage.model_usage)
+        carrier = CARRIERS.get(self.room.channel)
+        if carrier is not None:  # the phone leg, priced per second like the providers' bills
+            seconds = round(self.recorder.duration_ms() / 1000, 3)
+            self.emitter.usage(*carrier, "telephony_seconds", seconds)
         self.emitter.ended(self.reason or "hangup", self.recorder.duration_ms())
         config = getattr(self, "config", None)
         if config is not None and config.webhooks.post_call_url and self.http is not None:

@@ -87,6 +87,8 @@ class StreamSession:
         self.up: Resampler | None = None
         self.last_chunk = 0
         self.arrived = 0  # perf_counter_ns of the media message being handled
+        self.backlog: list[tuple[np.ndarray, int]] = []  # caller audio waiting for LiveKit
+        self.capturing = False
         self.bad_messages = 0
         # outbound: encoded bytes waiting for the pacer, and when each frame's audio arrived
         self.out = bytearray()
@@ -253,10 +255,30 @@ class StreamSession:
             self._bad(ProtocolError("invalid_media", str(exc)))
             return
         samples = self.up.process(pcm)
-        if not len(samples):
+        if len(samples):
+            self.backlog.append((samples, self.arrived))
+            if not self.capturing:
+                self._capture_next()
+
+    def _capture_next(self) -> None:
+        """The next captured audio into LiveKit: one capture in flight per source; frames that
+        arrive meanwhile go together in the next one."""
+        if not self.backlog or self.source is None or self.ending:
+            self.capturing = False
             return
-        self.ctx.router.capture(self.source, samples, ROOM_RATE)
-        self.metrics.inbound.add((time.perf_counter_ns() - self.arrived) / 1e6)
+        frames, self.backlog = self.backlog, []
+        samples = frames[0][0] if len(frames) == 1 else np.concatenate([f for f, _ in frames])
+        self.capturing = True
+        self.ctx.router.capture(self.source, samples, ROOM_RATE, self._captured)
+        handed = time.perf_counter_ns()
+        for _, arrived in frames:
+            self.metrics.inbound.add((handed - arrived) / 1e6)
+
+    def _captured(self, error: str) -> None:
+        if error:
+            self.metrics.counters["capture_refused"] += 1
+            log.warning("call %s: LiveKit refused caller audio: %s", self._call(), error)
+        self._capture_next()
 
     async def _dtmf(self, digit: str) -> None:
         code = DTMF_CODES.get(digit)

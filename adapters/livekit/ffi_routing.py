@@ -9,15 +9,18 @@ that grows with N squared (at 100 phone streams, ~500,000 cross-thread hand-offs
 
 ``FfiRouter`` puts a dispatcher in front of that queue for the three kinds of event the media
 bridge produces by the thousand: a room's events go to that room only, an audio stream's
-frames to that stream only, and the callbacks of ``capture`` (a capture that does not wait for
-its callback) are consumed on the spot. Everything else — and every event of a room or stream
-not registered here — still takes the SDK's own path, so the SDK keeps working unchanged.
+frames to that stream only, and the callback of each ``capture`` goes straight to that
+capture's own completion function instead of to every room and waiting capture. Everything
+else — and every event of a room or stream not registered here — still takes the SDK's own
+path, so the SDK keeps working unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +43,8 @@ class FfiRouter:
         self.broadcast = self.queue.put
         self.rooms: dict[int, tuple[Any, Any]] = {}  # room handle -> (its queue, its loop)
         self.streams: dict[int, tuple[Any, Any]] = {}  # stream handle -> (queue, loop)
-        self.pending: dict[int, np.ndarray] = {}  # capture async id -> the samples it reads
+        # capture async id -> (the samples the core reads until its callback, done, loop)
+        self.pending: dict[int, tuple[np.ndarray, Callable[[str], None], Any]] = {}
         self.ids = itertools.count(FIRST_ASYNC_ID)
         self.capture_errors = 0
 
@@ -56,11 +60,12 @@ class FfiRouter:
     def put(self, event: Any) -> None:
         which = event.WhichOneof("message")
         if which == "capture_audio_frame":
-            samples = self.pending.pop(event.capture_audio_frame.async_id, None)
-            if samples is not None:
-                if event.capture_audio_frame.error:
+            pending = self.pending.pop(event.capture_audio_frame.async_id, None)
+            if pending is not None:
+                error = event.capture_audio_frame.error
+                if error:
                     self.capture_errors += 1
-                    log.warning("a captured frame was refused: %s", event.capture_audio_frame.error)
+                pending[2].call_soon_threadsafe(pending[1], error)
                 return
         elif which == "audio_stream_event":
             target = self.streams.get(event.audio_stream_event.stream_handle)
@@ -98,9 +103,14 @@ class FfiRouter:
         self.streams.pop(stream._ffi_handle.handle, None)
 
     # -- capture ----------------------------------------------------------------------------
-    def capture(self, source: rtc.AudioSource, samples: np.ndarray, sample_rate: int) -> None:
-        """Queue mono int16 ``samples`` on ``source`` without waiting for the callback (the
-        source's own queue absorbs jitter; a refused frame is counted and logged)."""
+    def capture(
+        self, source: rtc.AudioSource, samples: np.ndarray, sample_rate: int,
+        done: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        """Hand mono int16 ``samples`` to ``source``; ``done(error)`` runs on this loop once the
+        core has taken them (``error`` is "" on success). One capture at a time per source, as
+        the SDK's own ``capture_frame`` does: the core runs captures as concurrent tasks, so
+        overlapping ones may be refused or reordered."""
         samples = np.ascontiguousarray(samples, dtype=np.int16)
         async_id = next(self.ids)
         request = proto_ffi.FfiRequest()
@@ -111,7 +121,7 @@ class FfiRouter:
             data_ptr=samples.ctypes.data, sample_rate=sample_rate, num_channels=1,
             samples_per_channel=len(samples),
         ))  # fmt: skip
-        self.pending[async_id] = samples  # the core reads the samples until its callback
+        self.pending[async_id] = (samples, done, asyncio.get_running_loop())
         try:
             FfiClient.instance.request(request)
         except Exception:

@@ -52,6 +52,15 @@ DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 
 MAX_BAD_MESSAGES = 20  # this many malformed messages in a row close the stream
 CATCH_UP_FRAMES = 2  # more than this buffered: two frames per tick (a standing queue is latency)
 MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
+# Caller audio waits at most this long on its way in. LiveKit's source plays out in real time
+# from a queue: whatever fills it once (a burst, a stall, the time before the agent listens)
+# stays there as added latency for the rest of the call. So the queue is small, and audio
+# queued here beyond the backlog limit is dropped, oldest first (a few ms clipped once, rather
+# than a lasting delay).
+SOURCE_QUEUE_MS = 40
+BACKLOG_LIMIT = ROOM_RATE * 60 // 1000  # samples
+BLOCKED_MS = 8.0  # a capture that waited this long found LiveKit's queue full...
+BLOCKED_CAPTURES = 5  # ...this many in a row: the queue is standing full, so it is cleared
 
 
 @dataclass
@@ -89,6 +98,9 @@ class StreamSession:
         self.arrived = 0  # perf_counter_ns of the media message being handled
         self.backlog: list[tuple[np.ndarray, int]] = []  # caller audio waiting for LiveKit
         self.capturing = False
+        self.backlog_samples = 0
+        self.capture_issued = 0
+        self.blocked = 0  # captures in a row that found LiveKit's queue full
         self.bad_messages = 0
         # outbound: encoded bytes waiting for the pacer, and when each frame's audio arrived
         self.out = bytearray()
@@ -176,7 +188,7 @@ class StreamSession:
         await room.connect(self.ctx.livekit.url, token, rtc.RoomOptions(auto_subscribe=True))
         self.ctx.router.register_room(room)
         self.room = room
-        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=200)
+        self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=SOURCE_QUEUE_MS)
         track = rtc.LocalAudioTrack.create_audio_track("phone", self.source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         await room.local_participant.publish_track(track, options)
@@ -257,6 +269,11 @@ class StreamSession:
         samples = self.up.process(pcm)
         if len(samples):
             self.backlog.append((samples, self.arrived))
+            self.backlog_samples += len(samples)
+            while self.backlog_samples > BACKLOG_LIMIT and len(self.backlog) > 1:
+                dropped, _ = self.backlog.pop(0)
+                self.backlog_samples -= len(dropped)
+                self.metrics.counters["caller_frames_dropped"] += 1
             if not self.capturing:
                 self._capture_next()
 
@@ -266,11 +283,12 @@ class StreamSession:
         if not self.backlog or self.source is None or self.ending:
             self.capturing = False
             return
-        frames, self.backlog = self.backlog, []
+        frames, self.backlog, self.backlog_samples = self.backlog, [], 0
         samples = frames[0][0] if len(frames) == 1 else np.concatenate([f for f, _ in frames])
         self.capturing = True
-        self.ctx.router.capture(self.source, samples, ROOM_RATE, self._captured)
         handed = time.perf_counter_ns()
+        self.capture_issued = handed
+        self.ctx.router.capture(self.source, samples, ROOM_RATE, self._captured)
         for _, arrived in frames:
             self.metrics.inbound.add((handed - arrived) / 1e6)
 
@@ -278,6 +296,12 @@ class StreamSession:
         if error:
             self.metrics.counters["capture_refused"] += 1
             log.warning("call %s: LiveKit refused caller audio: %s", self._call(), error)
+        waited = (time.perf_counter_ns() - self.capture_issued) / 1e6
+        self.blocked = self.blocked + 1 if waited > BLOCKED_MS else 0
+        if self.blocked >= BLOCKED_CAPTURES and self.source is not None:
+            self.source.clear_queue()  # a standing queue: start again from empty
+            self.blocked = 0
+            self.metrics.counters["caller_queue_resets"] += 1
         self._capture_next()
 
     async def _dtmf(self, digit: str) -> None:

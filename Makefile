@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 VOX    := $(VENV)/bin/voxagent
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down test unit lint lock bench bench-webhooks bench-voice clean-stack
+.PHONY: up down test unit lint lock bench bench-webhooks bench-voice bench-bridge clean-stack
 
 $(STAMP): pyproject.toml requirements.lock
 	@echo "==> creating the virtualenv and installing pinned dependencies (first run: ~1 min)"
@@ -51,3 +51,8 @@ bench-webhooks: $(STAMP)
 bench-voice: $(STAMP)
 	$(VOX) stack up
 	$(PY) bench/voice.py
+
+## bench-bridge: N synthetic phone streams through the media bridge; latency, jitter, streams per core (docs/benchmarks.md)
+bench-bridge: $(STAMP)
+	$(VOX) stack up
+	$(PY) bench/bridge.py

@@ -52,15 +52,12 @@ DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 
 MAX_BAD_MESSAGES = 20  # this many malformed messages in a row close the stream
 CATCH_UP_FRAMES = 2  # more than this buffered: two frames per tick (a standing queue is latency)
 MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
-# Caller audio waits at most this long on its way in. LiveKit's source plays out in real time
-# from a queue: whatever fills it once (a burst, a stall, the time before the agent listens)
-# stays there as added latency for the rest of the call. So the queue is small, and audio
-# queued here beyond the backlog limit is dropped, oldest first (a few ms clipped once, rather
-# than a lasting delay).
-SOURCE_QUEUE_MS = 40
-BACKLOG_LIMIT = ROOM_RATE * 60 // 1000  # samples
-BLOCKED_MS = 8.0  # a capture that waited this long found LiveKit's queue full...
-BLOCKED_CAPTURES = 5  # ...this many in a row: the queue is standing full, so it is cleared
+# LiveKit's source plays caller audio out in real time from a queue of this size; captures
+# wait while it is full. Audio waiting here beyond the backlog limit (a stalled source) is
+# dropped, oldest first. Smaller queues and clearing a full one were tried: they cut the
+# standing latency but clipped the caller's speech (docs/benchmarks.md).
+SOURCE_QUEUE_MS = 200
+BACKLOG_LIMIT = ROOM_RATE * 500 // 1000  # samples
 
 
 @dataclass
@@ -99,8 +96,6 @@ class StreamSession:
         self.backlog: list[tuple[np.ndarray, int]] = []  # caller audio waiting for LiveKit
         self.capturing = False
         self.backlog_samples = 0
-        self.capture_issued = 0
-        self.blocked = 0  # captures in a row that found LiveKit's queue full
         self.bad_messages = 0
         # outbound: encoded bytes waiting for the pacer, and when each frame's audio arrived
         self.out = bytearray()
@@ -287,7 +282,6 @@ class StreamSession:
         samples = frames[0][0] if len(frames) == 1 else np.concatenate([f for f, _ in frames])
         self.capturing = True
         handed = time.perf_counter_ns()
-        self.capture_issued = handed
         self.ctx.router.capture(self.source, samples, ROOM_RATE, self._captured)
         for _, arrived in frames:
             self.metrics.inbound.add((handed - arrived) / 1e6)
@@ -296,12 +290,6 @@ class StreamSession:
         if error:
             self.metrics.counters["capture_refused"] += 1
             log.warning("call %s: LiveKit refused caller audio: %s", self._call(), error)
-        waited = (time.perf_counter_ns() - self.capture_issued) / 1e6
-        self.blocked = self.blocked + 1 if waited > BLOCKED_MS else 0
-        if self.blocked >= BLOCKED_CAPTURES and self.source is not None:
-            self.source.clear_queue()  # a standing queue: start again from empty
-            self.blocked = 0
-            self.metrics.counters["caller_queue_resets"] += 1
         self._capture_next()
 
     async def _dtmf(self, digit: str) -> None:
@@ -452,7 +440,8 @@ class StreamSession:
                 await self.ws.close()
         if self.grant is not None:
             self.metrics.counters[f"ended_{self.close_reason.split(':')[0]}"] += 1
-            log.info("stream of call %s ended: %s", self.grant.call_id, self.close_reason)
+            log.info("stream of call %s ended: %s (bridge counters: %s)", self.grant.call_id,
+                     self.close_reason, dict(self.metrics.counters))  # fmt: skip
 
     def _call(self) -> str:
         return self.grant.call_id if self.grant is not None else "(not started)"

@@ -54,8 +54,7 @@ CATCH_UP_FRAMES = 2  # more than this buffered: two frames per tick (a standing 
 MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
 # LiveKit's source plays caller audio out in real time from a queue of this size; captures
 # wait while it is full. Audio waiting here beyond the backlog limit (a stalled source) is
-# dropped, oldest first. Smaller queues and clearing a full one were tried: they cut the
-# standing latency but clipped the caller's speech (docs/benchmarks.md).
+# dropped, oldest first.
 SOURCE_QUEUE_MS = 200
 BACKLOG_LIMIT = ROOM_RATE * 500 // 1000  # samples
 
@@ -93,6 +92,11 @@ class StreamSession:
         self.up: Resampler | None = None
         self.last_chunk = 0
         self.arrived = 0  # perf_counter_ns of the media message being handled
+        self.started_at = 0.0  # time.monotonic() of the start message (media time zero)
+        # Media the provider sent before we were in the room (its timestamps count from the
+        # start message) is dropped: handed over in one burst it would fill LiveKit's queue
+        # once and stay there as latency for the rest of the call.
+        self.joined_ms = 0
         self.backlog: list[tuple[np.ndarray, int]] = []  # caller audio waiting for LiveKit
         self.capturing = False
         self.backlog_samples = 0
@@ -153,6 +157,7 @@ class StreamSession:
         )  # fmt: skip
         self.up = Resampler(self.inbound_format.sample_rate, ROOM_RATE)
         await self._join(started)
+        self.joined_ms = int((time.monotonic() - self.started_at) * 1000)
         self.metrics.counters["streams_started"] += 1
         log.info("stream %s bridged into call %s (%s, %s %d Hz)", started.stream_id,
                  grant.call_id, self.protocol.channel, self.inbound_format.encoding,
@@ -162,6 +167,7 @@ class StreamSession:
         while True:
             message = await self._next()
             if isinstance(message, Started):
+                self.started_at = time.monotonic()  # media timestamps count from here
                 return message
             if isinstance(message, Media):
                 self._bad(ProtocolError("media_before_start", "media before the start message"))
@@ -254,6 +260,9 @@ class StreamSession:
                 self.metrics.counters["media_out_of_order"] += 1
                 return  # late or repeated audio is worse than none
             self.last_chunk = media.chunk
+        if media.timestamp_ms is not None and media.timestamp_ms < self.joined_ms:
+            self.metrics.counters["caller_frames_before_join"] += 1
+            return  # sent while we joined the room: nobody could hear it yet
         assert self.inbound_format is not None and self.up is not None
         assert self.source is not None
         try:

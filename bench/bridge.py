@@ -55,11 +55,12 @@ and every stream is up (socket open, the bridge counts it active, none crashed o
 with ``tone``, each got >= half its expected frames). ``streams_per_core`` = the largest
 passing N (measured, never extrapolated). The ladder stops one step after the first miss.
 
-``--profile DIR``: a separate mode (sampling slows the bridge, so no early stop and its
-latencies are not the bridge's): at each given N, py-spy (``--native``) records the bridge
-during the window as raw text (summarized: busy share per thread, top functions by own
-samples with libc's unnamed frames named after the nearest exported symbol, and the rtc
-SDK's event fan-out), then for as long again as a flamegraph (``bridge-<mode>-<N>.svg``).
+``--profile DIR``: a separate mode (no early stop; sampling costs the bridge some CPU): at
+each given N, during the window, py-spy (``--nonblocking``; ``--spy-arg=--native`` stops the
+process per sample, which starves the streams) records the bridge's Python side as raw text
+(summarized: busy share per thread, top functions by own samples, the rtc SDK's event
+fan-out) and perf records every thread (native code by thread name, library and symbol);
+then py-spy draws a flamegraph for as long again (``bridge-<mode>-<N>.svg``).
 
 Options for a cleaner or a comparative reading: ``--pin`` gives the bridge core 0 and puts this
 process and the helper on the other cores (on a small machine the bridge otherwise competes
@@ -286,10 +287,15 @@ async def measure(mode: str, n: int, args: Any, bridge: Bridge, load: Load, help
     resyncs_before = load.resyncs
     cpu = procstat.Window(pids)
     spy = None
+    perf = None
     if args.profile:
         raw = args.profile / f"bridge-{mode}-{n}.txt"
         spy = bridge_profile.record(bridge.pid, args.seconds, raw, "raw", args.spy_arg)
+        perf_data = args.profile / f"bridge-{mode}-{n}.perf.data"
+        perf = bridge_profile.perf_record(bridge.pid, args.seconds, perf_data)
         await asyncio.to_thread(spy.wait)
+        if perf is not None:
+            await asyncio.to_thread(perf.wait)
     else:
         await asyncio.sleep(args.seconds)
     used, threads = cpu.since()
@@ -352,6 +358,9 @@ async def measure(mode: str, n: int, args: Any, bridge: Bridge, load: Load, help
         flame = bridge_profile.record(bridge.pid, args.seconds, svg, "flamegraph", args.spy_arg)
         await asyncio.to_thread(flame.wait)
         profile["files"] = [str(raw), str(svg)]
+        if perf is not None and perf_data.exists():
+            profile["perf"] = bridge_profile.perf_summary(perf_data, args.seconds)
+            profile["files"].append(str(perf_data))
     stats["pacer_resyncs"] = stats.get("pacer_resyncs", 0)
     return Step(mode, n, round(window, 1), stats, used, threads, client, counters, up,
                 not missed, missed, profile)  # fmt: skip

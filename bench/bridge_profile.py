@@ -1,5 +1,11 @@
-"""py-spy for ``bench/bridge.py --profile``: record the bridge, and read a raw profile back as
-text (where the samples are, by thread and by function)."""
+"""Profilers for ``bench/bridge.py --profile``: py-spy (the Python side: which functions the
+threads running Python are in) and perf (every thread, native code included: which library
+and symbol, by thread name), each read back as text.
+
+py-spy runs ``--nonblocking`` by default: ``--native`` must stop the process for every sample,
+and with the rtc SDK's ~40 threads that stalls the bridge so much that its streams starve
+(tried: the main thread got no CPU at all). perf samples from the kernel without stopping
+anything. Python frames show in perf as the interpreter's own functions."""
 
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-RATE = 100  # samples per second
+RATE = 100  # py-spy samples per second
+PERF_RATE = 499  # perf samples per second of CPU per thread (cpu-clock)
 # Inclusive time of these (any frame of the stack) says how much the rtc SDK's event fan-out
 # costs: every FFI event goes to every subscriber (FfiQueue.put runs each filter and a
 # call_soon_threadsafe per match on the SDK's callback thread; each woken queue's consumer
@@ -40,17 +47,58 @@ def spy() -> str:
 
 
 def record(pid: int, seconds: float, path: Path, fmt: str, extra: list[str]) -> subprocess.Popen:
-    """``py-spy record --native`` of ``pid`` into ``path`` (``raw`` also splits threads; the
-    process's memory map goes beside it, to name libc's unnamed frames afterwards)."""
+    """``py-spy record`` of ``pid`` into ``path`` (``raw`` also splits threads; the process's
+    memory map goes beside it, to name libc's unnamed frames of a ``--native`` profile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         path.with_suffix(".maps").write_text(Path(f"/proc/{pid}/maps").read_text())
     threads = ["--threads"] if fmt == "raw" else []
+    mode = [] if "--native" in extra else ["--nonblocking"]
     return subprocess.Popen(
-        [spy(), "record", "--native", *threads, "-r", str(RATE), "-d", str(int(seconds)),
+        [spy(), "record", *mode, *threads, "-r", str(RATE), "-d", str(int(seconds)),
          "-f", fmt, "-o", str(path), "--pid", str(pid), *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def perf_record(pid: int, seconds: float, path: Path) -> subprocess.Popen | None:
+    """``perf record`` of every thread of ``pid`` (no call graphs: the leaf is what we read),
+    or None without perf."""
+    if shutil.which("perf") is None:
+        return None
+    return subprocess.Popen(
+        ["perf", "record", "-F", str(PERF_RATE), "-p", str(pid), "-o", str(path), "--",
+         "sleep", str(int(seconds))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def perf_summary(path: Path, seconds: float, top: int = 25) -> dict[str, object]:
+    """% of one core by thread name, and by (thread name, library, symbol)."""
+
+    def report(sort: str, limit: str = "0.2") -> list[tuple[int, list[str]]]:
+        out = subprocess.run(
+            ["perf", "report", "-i", str(path), "--stdio", "--no-children", "-n", "-g", "none",
+             "--sort", sort, "--percent-limit", limit],
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        rows = []
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0].endswith("%") and parts[1].isdigit():
+                rows.append((int(parts[1]), parts[2:]))
+        return rows
+
+    scale = 100 / (PERF_RATE * seconds)
+    by_thread = [[" ".join(r), round(n * scale, 1)] for n, r in report("comm")]
+    by_library = [[" ".join(r), round(n * scale, 1)] for n, r in report("comm,dso")[:top]]
+    symbols: Counter[str] = Counter()
+    for n, r in report("dso,sym", "0"):  # a stripped library's addresses count as one
+        dso, sym = r[0], " ".join(r[1:]).replace("[.] ", "").replace("[k] ", "")
+        symbols[f"{dso} {'(unnamed)' if sym.startswith('0x') else sym}"] += n
+    return {"pct_by_thread_name": by_thread, "pct_by_thread_and_library": by_library,
+            "top_pct_by_library_symbol": [[k, round(n * scale, 1)]
+                                          for k, n in symbols.most_common(top)]}  # fmt: skip
 
 
 class Symbols:
@@ -151,11 +199,20 @@ def profile_text(profile: dict[str, object], top: int = 12) -> str:
     if "error" in profile:
         return f"  py-spy failed: {profile['error']}"
     busy = profile["busy_pct_by_thread"]
-    lines = ["  busy by thread: " + ", ".join(f"{k} {v}%" for k, v in busy.items())]  # type: ignore[attr-defined]
+    lines = ["  py-spy, busy by Python thread: " + ", ".join(f"{k} {v}%" for k, v in busy.items())]  # type: ignore[attr-defined]
     lines.append("  own samples (leaf frame), % of one core:")
     lines += [f"    {pct:5.1f}  {name}" for name, pct in profile["top_self_pct"][:top]]  # type: ignore[index]
     lines.append("  inclusive, % of one core:")
     lines += [f"    {pct:5.1f}  {name}" for name, pct in profile["inclusive_pct"].items()]  # type: ignore[attr-defined]
+    if perf := profile.get("perf"):
+        lines.append("  perf, all threads, % of one core by thread name: " + ", ".join(
+            f"{name} {pct}" for name, pct in perf["pct_by_thread_name"]))  # type: ignore[index]  # fmt: skip
+        lines.append("  perf, by thread name and library:")
+        lines += [f"    {pct:5.1f}  {name}"
+                  for name, pct in perf["pct_by_thread_and_library"]]  # type: ignore[index]  # fmt: skip
+        lines.append("  perf, by library and symbol (own samples):")
+        lines += [f"    {pct:5.1f}  {name}"
+                  for name, pct in perf["top_pct_by_library_symbol"]]  # type: ignore[index]  # fmt: skip
     if files := profile.get("files"):
         lines.append(f"  files: {', '.join(files)}")  # type: ignore[arg-type]
     return "\n".join(lines)

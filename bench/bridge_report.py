@@ -124,7 +124,9 @@ def report(args: Any, results: dict[str, list[Step]], code: dict[str, Any]) -> d
                   f" (main thread {main:.0f}%){bound}")  # fmt: skip
         for s in steps:
             if s.profile:
-                print(f"\npy-spy --native, the bridge at N={s.streams}:")
+                print(
+                    f"\nprofile of the bridge at N={s.streams} (py-spy: Python threads; perf: all):"
+                )
                 print(profile_text(s.profile))
         modes[mode] = {"streams_per_core": best.streams if best else 0,
                        "steps": [s.row() for s in steps]}  # fmt: skip

@@ -361,6 +361,8 @@ async def measure(mode: str, n: int, args: Any, bridge: Bridge, load: Load, help
         if perf is not None and perf_data.exists():
             profile["perf"] = bridge_profile.perf_summary(perf_data, args.seconds)
             profile["files"].append(str(perf_data))
+            if not profile["perf"]["pct_by_thread_name"]:
+                profile["perf"]["error"] = (perf.stderr.read() if perf.stderr else "")[-300:]
     stats["pacer_resyncs"] = stats.get("pacer_resyncs", 0)
     return Step(mode, n, round(window, 1), stats, used, threads, client, counters, up,
                 not missed, missed, profile)  # fmt: skip

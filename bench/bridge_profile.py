@@ -204,7 +204,9 @@ def profile_text(profile: dict[str, object], top: int = 12) -> str:
     lines += [f"    {pct:5.1f}  {name}" for name, pct in profile["top_self_pct"][:top]]  # type: ignore[index]
     lines.append("  inclusive, % of one core:")
     lines += [f"    {pct:5.1f}  {name}" for name, pct in profile["inclusive_pct"].items()]  # type: ignore[attr-defined]
-    if perf := profile.get("perf"):
+    if (perf := profile.get("perf")) and perf.get("error") is not None:  # type: ignore[attr-defined]
+        lines.append(f"  perf recorded nothing usable: {perf['error']}")  # type: ignore[index]
+    elif perf:
         lines.append("  perf, all threads, % of one core by thread name: " + ", ".join(
             f"{name} {pct}" for name, pct in perf["pct_by_thread_name"]))  # type: ignore[index]  # fmt: skip
         lines.append("  perf, by thread name and library:")

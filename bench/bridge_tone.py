@@ -225,14 +225,14 @@ class ToneRooms:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.late.append(max(0.0, -delay) * 1000)
+            self.late.append(max(0.0, loop.time() - due) * 1000)
             for _, handle, phase in self.joined:
                 self.capture(handle, phase + tick)
             tick += 1
 
     def stats(self) -> dict[str, object]:
         late = sorted(self.late[-3000:])
-        p99 = late[int(0.99 * (len(late) - 1))] if late else None
+        p99 = round(late[int(0.99 * (len(late) - 1))], 2) if late else None
         return {"rooms": len(self.rooms_by_name), "captures": self.captures,
                 "capture_errors": self.errors[0], "late_p99_ms": p99}  # fmt: skip
 

@@ -344,7 +344,15 @@ class StreamSession:
             await stream.aclose()
 
     async def tick(self, now: float) -> None:
-        """The pacer's 20 ms: send the next frame (two when behind), then a due mark."""
+        """The pacer's 20 ms: send the next frame (two when behind), then a due mark. A socket
+        that closes under us ends the stream quietly (its reader sees the close)."""
+        try:
+            await self._send_due(now)
+        except ConnectionResetError:
+            self.ctx.pacer.discard(self)
+            self.metrics.counters["send_on_closed_socket"] += 1
+
+    async def _send_due(self, now: float) -> None:
         frames = 2 if len(self.out) > CATCH_UP_FRAMES * self.frame_bytes else 1
         for n in range(frames):
             if len(self.out) < self.frame_bytes or self.ws.closed:

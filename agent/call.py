@@ -14,7 +14,7 @@ from uuid import UUID
 
 from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 
-from adapters.livekit.rooms import CallRoom
+from adapters.livekit.rooms import PLAYBACK_TOPIC, CallRoom
 from adapters.net.guard import TargetPolicy, TargetRefused, check_url
 from adapters.net.http import GuardedHttpClient
 from agent.callbacks import merge_variables, post_call, pre_call
@@ -27,7 +27,6 @@ from domain.agent_config import AgentConfig
 from domain.errors import ProviderUnavailable
 
 log = logging.getLogger(__name__)
-PLAYBACK_TOPIC = "voxagent.playback"  # the media bridge listens: {"type": "clear"} on barge-in
 SYSTEM_SUBJECT = "system:voice-worker"
 CARRIERS = {  # a phone channel -> the (provider, model) its minutes are priced under
     "twilio_media_streams": ("twilio", "media_streams"),

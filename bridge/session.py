@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 from livekit import rtc
 
 from adapters.livekit.ffi_routing import FfiRouter
-from adapters.livekit.rooms import LiveKitRooms
+from adapters.livekit.rooms import PLAYBACK_TOPIC, LiveKitRooms
 from adapters.telephony import tokens
 from bridge import codecs
 from bridge.messages import (
@@ -45,7 +45,6 @@ from bridge.resampling import Resampler
 
 log = logging.getLogger(__name__)
 ROOM_RATE = 48_000  # what LiveKit's Opus tracks carry
-PLAYBACK_TOPIC = "voxagent.playback"
 AGENT_STATE = "lk.agent.state"
 DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14,
               "D": 15}  # fmt: skip  # RFC 4733 event codes

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from bridge import codecs
 from bridge.messages import (
     Dtmf,
     Ignored,
@@ -50,7 +51,6 @@ OUTBOUND_NAMES = {
     ("mulaw", 8000): "ULAW",
     ("alaw", 8000): "ALAW",
 }
-BYTES_PER_SAMPLE = {"pcm16": 2, "mulaw": 1, "alaw": 1}
 DTMF_EVENT = "dtmf"  # {"customEvent": "dtmf", "digit": "5"}: our scenario's ToneReceived
 CLEAR_EVENT = "clear"  # {"customEvent": "clear"}: our scenario calls webSocket.clearMediaBuffer()
 
@@ -172,7 +172,7 @@ class VoxImplantStream:
         if self.outbound_tag is not None:
             media["tag"] = self.outbound_tag
         self._out_chunk += 1
-        self._out_samples += len(payload) // BYTES_PER_SAMPLE[self.media_format.encoding]
+        self._out_samples += len(payload) // codecs.bytes_per_sample(self.media_format.encoding)
         self._out_bytes += len(payload)
         return self._outbound("media", media)
 

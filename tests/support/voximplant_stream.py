@@ -32,7 +32,6 @@ WIRE_ENCODINGS = {
     "ULAW": ("mulaw", 8000),
     "ALAW": ("alaw", 8000),
 }
-BYTES_PER_SAMPLE = {"pcm16": 2, "mulaw": 1, "alaw": 1}
 
 
 class VoxImplantEmulator(PhoneStream):
@@ -98,7 +97,7 @@ class VoxImplantEmulator(PhoneStream):
         return {"event": "media", "sequenceNumber": seq, "media": media}
 
     def _stop_message(self, seq: int) -> dict[str, Any]:
-        samples = self.bytes_sent // BYTES_PER_SAMPLE[self.encoding]
+        samples = self.bytes_sent // codecs.bytes_per_sample(self.encoding)
         stop: dict[str, Any] = {
             "mediaInfo": {"bytesSent": self.bytes_sent, "duration": samples * 1000 // self.rate}
         }
@@ -163,7 +162,7 @@ class VoxImplantEmulator(PhoneStream):
         assert self.outbound_format is not None
         encoding, _ = self.outbound_format
         payload = self._decode_b64(media.get("payload"))
-        if not payload or len(payload) % BYTES_PER_SAMPLE[encoding]:
+        if not payload or len(payload) % codecs.bytes_per_sample(encoding):
             self.errors.append("media without a whole base64 payload")
             return
         if media.get("chunk") != self._next_chunk:

@@ -17,7 +17,7 @@ import pytest
 from adapters.livekit.rooms import LiveKitRooms
 from tests.support.caller import RATE as SPEECH_RATE
 from tests.support.caller import speak
-from tests.support.hearing import similar, transcribe
+from tests.support.hearing import similar, transcribe, understood
 from tests.support.phone_stream import PhoneStream
 from tests.support.processes import eventually
 from tests.support.twilio_stream import TwilioEmulator
@@ -39,11 +39,6 @@ AGENT = {
         {"match": "order|check|please|status", "reply": "Your order will arrive on Friday."},
     ]},
 }  # fmt: skip
-
-
-def understood(heard: str, said: str, *keywords: str) -> bool:
-    """The caller got the reply: close to what was said, or with one of its key words."""
-    return similar(heard, said, 0.6) or any(k in heard.lower() for k in keywords)
 
 
 def voiced_times(stream: PhoneStream, threshold: float = 500) -> list[float]:

@@ -35,3 +35,9 @@ def similar(heard: str, said: str, at_least: float = 0.75) -> bool:
         return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
     return SequenceMatcher(None, words(heard), words(said)).ratio() >= at_least
+
+
+def understood(heard: str, said: str, *keywords: str) -> bool:
+    """The caller got the reply: close to what was said, or with one of its key words (Whisper
+    tiny mishears espeak-ng's words, more so over WebRTC or a phone line on a loaded machine)."""
+    return similar(heard, said, 0.6) or any(k in heard.lower() for k in keywords)

@@ -41,6 +41,7 @@ from bridge.messages import (
 )
 from bridge.metrics import BridgeMetrics
 from bridge.pacer import Pacer
+from bridge.playout import PlayoutDepth
 from bridge.resampling import Resampler
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ class StreamSession:
         # start message) is dropped: handed over in one burst it would fill LiveKit's queue
         # once and stay there as latency for the rest of the call.
         self.joined_ms = 0
+        self.listener = False  # the agent has subscribed to the caller's track
         self.backlog: list[tuple[np.ndarray, int]] = []  # caller audio waiting for LiveKit
         self.capturing = False
         self.backlog_samples = 0
+        self.playout = PlayoutDepth()  # drops pauses' silence while the caller's audio runs late
         self.bad_messages = 0
         # outbound: encoded bytes waiting for the pacer, and when each frame's audio arrived
         self.out = bytearray()
@@ -191,11 +194,19 @@ class StreamSession:
         self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=SOURCE_QUEUE_MS)
         track = rtc.LocalAudioTrack.create_audio_track("phone", self.source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        await room.local_participant.publish_track(track, options)
+        publication = await room.local_participant.publish_track(track, options)
+        # Nobody hears the caller until the agent has subscribed; audio captured before that
+        # reaches the agent in one burst when its subscription starts, which its jitter buffer
+        # then keeps as delay.
+        asyncio.ensure_future(publication.wait_for_subscription()).add_done_callback(self._listened)
         for participant in room.remote_participants.values():  # the agent may be there first
             for publication in participant.track_publications.values():
                 if publication.track is not None and publication.subscribed:
                     self._track_subscribed(publication.track, publication, participant)
+
+    def _listened(self, done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self.listener = True
 
     async def _pump(self) -> None:
         """The provider's messages until it stops or the room closes."""
@@ -262,12 +273,20 @@ class StreamSession:
         if media.timestamp_ms is not None and media.timestamp_ms < self.joined_ms:
             self.metrics.counters["caller_frames_before_join"] += 1
             return  # sent while we joined the room: nobody could hear it yet
+        if not self.listener:
+            self.metrics.counters["caller_frames_before_listener"] += 1
+            return
         assert self.inbound_format is not None and self.up is not None
         assert self.source is not None
         try:
             pcm = codecs.decode(self.inbound_format.encoding, media.payload)
         except ValueError as exc:
             self._bad(ProtocolError("invalid_media", str(exc)))
+            return
+        if not self.playout.admit(pcm, self.inbound_format.sample_rate, self.arrived / 1e9):
+            self.metrics.counters["caller_silence_trimmed_ms"] += round(
+                len(pcm) * 1000 / self.inbound_format.sample_rate
+            )
             return
         samples = self.up.process(pcm)
         if len(samples):
@@ -276,6 +295,7 @@ class StreamSession:
             while self.backlog_samples > BACKLOG_LIMIT and len(self.backlog) > 1:
                 dropped, _ = self.backlog.pop(0)
                 self.backlog_samples -= len(dropped)
+                self.playout.dropped(len(dropped) / ROOM_RATE)
                 self.metrics.counters["caller_frames_dropped"] += 1
             if not self.capturing:
                 self._capture_next()

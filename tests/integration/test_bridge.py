@@ -66,8 +66,14 @@ class Call:
         return api.LiveKitAPI(http_url(lk.url), lk.api_key, lk.api_secret.get_secret_value())
 
     async def open(self) -> None:
+        await self.create()
+        await self.listen()
+
+    async def create(self) -> None:
         async with self._lk() as lk:
             await lk.room.create_room(api.CreateRoomRequest(name=self.room_name))
+
+    async def listen(self) -> None:
         self.listener.on("track_subscribed", self._subscribed)
         self.listener.on("participant_disconnected", lambda p: self.left.append(p.identity))
         token = LiveKitRooms(self.settings.livekit).join_token(
@@ -162,6 +168,47 @@ def test_a_stream_of_garbage_is_closed_and_others_are_unaffected(stack_settings)
     result = asyncio.run(scenario())
     assert result["noisy_closed"] and result["steady_alive"], result
     assert result["frames_after"] > 0 and result["active"] == 1, result
+
+
+def test_a_stall_is_caught_up_in_the_next_pause_without_losing_words(stack_settings):
+    """A 400 ms stall on the way delivers the caller's words late and in a burst: every word
+    still reaches the room, and the pause after them is shortened by about the stall, so later
+    words are not held back by it for the rest of the call. Audio sent before anyone in the
+    room subscribed to the caller is not kept either."""
+
+    async def scenario() -> dict[str, Any]:
+        call = Call(stack_settings)
+        await call.create()
+        async with (
+            running_bridge(stack_settings) as (url, ctx),
+            TwilioEmulator(url, call.parameters) as phone,
+        ):
+            phone.keep_alive()
+            await until(lambda: ctx.metrics.counters["streams_started"] == 1)
+            await until(lambda: ctx.metrics.counters["caller_frames_before_listener"] >= 5)
+            await call.listen()  # the listener arrives after the caller
+            await phone.speak(tone(0.3), 8000)
+            await until(lambda: call.loud_frames >= 20)
+            await phone.silence(1.0)
+            in_time = ctx.metrics.counters["caller_silence_trimmed_ms"]
+            before = call.loud_frames
+            speaking = asyncio.ensure_future(phone.speak(tone(1.0), 8000))
+            await asyncio.sleep(0.3)
+            await phone.stall(0.4)
+            await speaking
+            await phone.silence(1.5)
+            counters = dict(ctx.metrics.counters)
+            heard = call.loud_frames - before
+        await call.close()
+        return {"in_time": in_time, "counters": counters, "heard": heard}
+
+    result = asyncio.run(scenario())
+    assert result["in_time"] == 0, "audio arriving in real time is never trimmed"
+    trimmed = result["counters"]["caller_silence_trimmed_ms"]
+    # about the stall: 400 ms (and the frame that ended it), less the 60 ms target depth
+    assert 200 <= trimmed <= 600, result
+    assert result["heard"] >= 90, result  # ~100 loud 10 ms frames: the words all arrived
+    assert result["counters"].get("caller_frames_dropped", 0) == 0, result
 
 
 def test_refused_streams_and_hang_ups_both_ways(stack_settings):

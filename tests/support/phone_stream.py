@@ -262,6 +262,12 @@ class PhoneStream:
                 self.sent.append(body)
             await self._ws.send_str(json.dumps(body))
 
+    async def stall(self, seconds: float) -> None:
+        """The network holds everything we send for ``seconds``; what the clock produced
+        meanwhile then goes out in one burst (as a provider's media does after a stall)."""
+        async with self._send_lock:
+            await asyncio.sleep(seconds)
+
     async def send_raw(self, text: str) -> None:
         """Anything at all, as a text message (tests of what the bridge does with bad input)."""
         assert self._ws is not None

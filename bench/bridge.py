@@ -12,8 +12,10 @@ one shared clock from its ``start`` on, as Twilio does, and reads what comes bac
 
 Two agent modes (``--agent``; both by default, one after the other):
 
-* ``silent``: no audio from anyone else in the rooms. Only the inbound path works (decode,
-  resample to 48 kHz, hand the frame to the rtc SDK's ``AudioSource``); the pacer idles.
+* ``silent``: the helper (below) is in every room as a silent agent that subscribes to the
+  caller, as every call's agent does (the bridge sends a caller's audio only once someone in
+  the room listens). Only the inbound path works (decode, resample to 48 kHz, hand the frame
+  to the rtc SDK's ``AudioSource``); the pacer idles.
 * ``tone``: a helper process (``bench/bridge_tone.py``; its CPU is not the bridge's) joins
   every room and publishes a continuous speech-like 48 kHz signal, so the bridge also
   subscribes, decodes (Opus, natively), resamples to 8 kHz, encodes mu-law and paces 20 ms
@@ -184,19 +186,18 @@ async def run_mode(mode: str, args: Any, settings: Any, bridge: Bridge, logs: Pa
     rooms = Rooms(settings, f"benchbridge-{mode}-{uuid.uuid4().hex[:6]}")
     load = Load(bridge.url, media_delay=args.media_delay)
     agent = mode == "tone"
-    helper = Helper(logs, args.tone_frame_ms) if agent or args.probes else None
-    if args.pin and helper is not None:
+    helper = Helper(logs, args.tone_frame_ms)  # the agent in every room, silent or not
+    if args.pin:
         pin(helper.proc.pid, OTHER_CORES)
     pids = {"bridge": bridge.pid, "loadgen": os.getpid()}
-    if helper is not None:
-        pids["helper"] = helper.proc.pid
+    pids["helper"] = helper.proc.pid
     probe_rooms: dict[Stream, str] = {}
     reference_room = None
     for pid in procstat.pids_named("livekit-server")[:1]:
         pids["livekit"] = pid
     first_miss: int | None = None
     try:
-        if helper is not None and args.probes:
+        if args.probes:
             reference_room = (await rooms.create(1))[0]
             await helper.ask({"reference": reference_room})
         started_before = (await bridge.stats())["counters"].get("streams_started", 0)
@@ -207,8 +208,8 @@ async def run_mode(mode: str, args: Any, settings: Any, bridge: Bridge, logs: Pa
             log(f"[{mode} N={n}] creating {new} rooms")
             names = await rooms.create(new) if new else []
             probes = names[: max(0, args.probes - len(probe_rooms))]
-            if helper is not None and (agent or probes):
-                answer = await helper.ask({"join": names if agent else probes, "publish": agent},
+            if names:
+                answer = await helper.ask({"join": names, "publish": agent},
                                           timeout=60 + 2 * len(names))  # fmt: skip
                 failed = f"; failed: {answer['failed'][:3]}" if answer["failed"] else ""
                 log(f"[{mode} N={n}] helper in {answer['joined']} rooms "
@@ -239,7 +240,7 @@ async def run_mode(mode: str, args: Any, settings: Any, bridge: Bridge, logs: Pa
                     f"{joins[-1]:.1f} s" if joins else "")  # fmt: skip
             log(f"[{mode} N={n}] {n} streams up in {time.monotonic() - opened:.1f} s{join}; "
                 f"warm-up {args.warmup:g} s")  # fmt: skip
-            if args.fresh_probes and helper is not None and probe_rooms:
+            if args.fresh_probes and probe_rooms:
                 await helper.ask({"probe": [r for r in probe_rooms.values() if r not in probes]})
             await asyncio.sleep(args.warmup)
             step = await asyncio.wait_for(
@@ -261,8 +262,7 @@ async def run_mode(mode: str, args: Any, settings: Any, bridge: Bridge, logs: Pa
                 if (await bridge.stats(attempts=1))["active_streams"] == 0:
                     break
             await asyncio.sleep(0.5)
-        if helper is not None:
-            await helper.stop()
+        await helper.stop()
         await rooms.delete_all()
 
 
@@ -418,7 +418,7 @@ def main() -> None:
                         help="new streams opened per second")  # fmt: skip
     parser.add_argument("--probes", type=int, default=4,
                         help="streams that carry markers to time the caller's audio end to "
-                        "end (0: none, and no helper in silent mode)")  # fmt: skip
+                        "end (0: none)")  # fmt: skip
     parser.add_argument("--fresh-probes", action="store_true",
                         help="re-subscribe the observer to the probes before each step's "
                         "warm-up (a fresh jitter buffer on the observer's side)")  # fmt: skip

@@ -18,7 +18,9 @@ room's name (``reference_markers``: when its markers were captured);
 
 Lean on purpose, so that hundreds of rooms cost this process little:
 
-* it subscribes to nothing (``auto_subscribe=False``: it never decodes the bridge's audio);
+* it subscribes to the phone caller in every room, as an agent does (the bridge sends a
+  caller's audio only once someone listens), but reads the audio only in the probed rooms
+  (``auto_subscribe=False`` otherwise: WebRTC decodes it natively, no Python per frame);
 * it captures ``--frame-ms`` (default 100 ms) at a time into a 1 s native queue, prefilled by
   two frames, without awaiting each capture's completion. The SDK's ``capture_frame`` would
   subscribe a queue to every FFI event of the process for each call, and every ``Room`` gets
@@ -119,6 +121,7 @@ class ToneRooms:
                     self.settings.livekit.url, token, rtc.RoomOptions(auto_subscribe=False)
                 )
                 self.rooms_by_name[name] = room
+                self.subscribe_callers(room)
                 if not publish:
                     return None
                 source = rtc.AudioSource(RATE, 1, queue_size_ms=1000)
@@ -137,6 +140,14 @@ class ToneRooms:
             if self.clock is None:
                 self.clock = asyncio.create_task(self.run_clock())
             return None
+
+    @staticmethod
+    def subscribe_callers(room: rtc.Room, prefix: str = "phone-") -> None:
+        def published(publication: rtc.RemoteTrackPublication, participant: object) -> None:
+            if getattr(participant, "identity", "").startswith(prefix):
+                publication.set_subscribed(True)
+
+        room.on("track_published", published)
 
     async def probe(self, name: str, prefix: str = "phone-") -> None:
         """Subscribe to the audio of the participant whose identity starts with ``prefix``

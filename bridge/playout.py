@@ -36,7 +36,6 @@ class PlayoutDepth:
     queued: float = 0.0  # seconds of audio ahead of the room at ``at``
     at: float | None = None  # when ``queued`` was last brought up to date (monotonic seconds)
     quiet_run: int = 0  # quiet frames in a row, up to the one being judged
-    trimmed: float = 0.0  # seconds of silence dropped so far
 
     def depth(self, now: float) -> float:
         if self.at is None:
@@ -50,7 +49,6 @@ class PlayoutDepth:
         self.quiet_run = self.quiet_run + 1 if rms(pcm) < self.quiet_rms else 0
         depth = self.depth(now)
         if self.quiet_run > self.pause_frames and depth + duration > self.target:
-            self.trimmed += duration
             self.queued, self.at = depth, now
             return False
         self.queued, self.at = depth + duration, now

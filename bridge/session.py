@@ -198,15 +198,15 @@ class StreamSession:
         # Nobody hears the caller until the agent has subscribed; audio captured before that
         # reaches the agent in one burst when its subscription starts, which its jitter buffer
         # then keeps as delay.
-        asyncio.ensure_future(publication.wait_for_subscription()).add_done_callback(self._listened)
+        self._spawn(self._until_listened(publication), "listener")
         for participant in room.remote_participants.values():  # the agent may be there first
             for publication in participant.track_publications.values():
                 if publication.track is not None and publication.subscribed:
                     self._track_subscribed(publication.track, publication, participant)
 
-    def _listened(self, done: asyncio.Future[None]) -> None:
-        if not done.cancelled() and done.exception() is None:
-            self.listener = True
+    async def _until_listened(self, publication: rtc.LocalTrackPublication) -> None:
+        await publication.wait_for_subscription()
+        self.listener = True
 
     async def _pump(self) -> None:
         """The provider's messages until it stops or the room closes."""
@@ -332,8 +332,12 @@ class StreamSession:
     def _track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
         if track.kind != rtc.TrackKind.KIND_AUDIO or self._spawned("agent-audio"):
             return
-        task = asyncio.ensure_future(self._agent_audio(track))
-        task.set_name("agent-audio")
+        self._spawn(self._agent_audio(track), "agent-audio")
+
+    def _spawn(self, work: Any, name: str) -> None:
+        """A task of this stream's (cancelled when the stream ends)."""
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

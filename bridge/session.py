@@ -194,11 +194,11 @@ class StreamSession:
         self.source = rtc.AudioSource(ROOM_RATE, 1, queue_size_ms=SOURCE_QUEUE_MS)
         track = rtc.LocalAudioTrack.create_audio_track("phone", self.source)
         options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        publication = await room.local_participant.publish_track(track, options)
+        published = await room.local_participant.publish_track(track, options)
         # Nobody hears the caller until the agent has subscribed; audio captured before that
         # reaches the agent in one burst when its subscription starts, which its jitter buffer
         # then keeps as delay.
-        self._spawn(self._until_listened(publication), "listener")
+        self._spawn(self._until_listened(published), "listener")
         for participant in room.remote_participants.values():  # the agent may be there first
             for publication in participant.track_publications.values():
                 if publication.track is not None and publication.subscribed:

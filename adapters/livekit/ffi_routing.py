@@ -89,11 +89,14 @@ class FfiRouter:
 
     def register_room(self, room: rtc.Room) -> None:
         """After ``connect``: the room's events go to it alone."""
+        if room._ffi_handle is None:
+            raise RuntimeError("the room is not connected")
         self.rooms[room._ffi_handle.handle] = self._subscriber(room._ffi_queue)
 
     def unregister_room(self, room: rtc.Room) -> None:
         handle = getattr(getattr(room, "_ffi_handle", None), "handle", None)
-        self.rooms.pop(handle, None)
+        if handle is not None:
+            self.rooms.pop(handle, None)
 
     def register_stream(self, stream: rtc.AudioStream) -> None:
         """Right after creating the stream: its frames go to it alone."""

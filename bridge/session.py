@@ -52,6 +52,7 @@ DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 
 MAX_BAD_MESSAGES = 20  # this many malformed messages in a row close the stream
 CATCH_UP_FRAMES = 2  # more than this buffered: two frames per tick (a standing queue is latency)
 MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
+JOIN_WAIT_SECONDS = 30.0  # a stream that ends mid-join waits this long for the join to end
 # LiveKit's source plays caller audio out in real time from a queue of this size; captures
 # wait while it is full. Audio waiting here beyond the backlog limit (a stalled source) is
 # dropped, oldest first.
@@ -92,11 +93,10 @@ class StreamSession:
         self.up: Resampler | None = None
         self.last_chunk = 0
         self.arrived = 0  # perf_counter_ns of the media message being handled
-        self.started_at = 0.0  # time.monotonic() of the start message (media time zero)
-        # Media the provider sent before we were in the room (its timestamps count from the
-        # start message) is dropped: handed over in one burst it would fill LiveKit's queue
-        # once and stay there as latency for the rest of the call.
-        self.joined_ms = 0
+        # The provider's messages are read while we join the room (a socket left unread would
+        # miss its heartbeat); media that arrives meanwhile is dropped: handed over in one
+        # burst it would stay in front of the agent as latency for the rest of the call.
+        self.joining: asyncio.Task[None] | None = None
         self.listener = False  # the agent has subscribed to the caller's track
         self.backlog: list[tuple[np.ndarray, int]] = []  # caller audio waiting for LiveKit
         self.capturing = False
@@ -158,26 +158,20 @@ class StreamSession:
             * codecs.bytes_per_sample(self.outbound_format.encoding)
         )  # fmt: skip
         self.up = Resampler(self.inbound_format.sample_rate, ROOM_RATE)
-        await self._join(started)
-        self.joined_ms = int((time.monotonic() - self.started_at) * 1000)
-        self.metrics.counters["streams_started"] += 1
-        log.info("stream %s bridged into call %s (%s, %s %d Hz)", started.stream_id,
-                 grant.call_id, self.protocol.channel, self.inbound_format.encoding,
-                 self.inbound_format.sample_rate)  # fmt: skip
 
     async def _until_started(self) -> Started:
         while True:
             message = await self._next()
             if isinstance(message, Started):
-                self.started_at = time.monotonic()  # media timestamps count from here
                 return message
             if isinstance(message, Media):
                 self._bad(ProtocolError("media_before_start", "media before the start message"))
             elif isinstance(message, Stopped):
                 raise StreamClosed("stopped_before_start")
 
-    async def _join(self, started: Started) -> None:
-        assert self.grant is not None
+    async def _join(self) -> None:
+        assert self.grant is not None and self.started is not None
+        started = self.started
         room = rtc.Room()
         room.on("track_subscribed", self._track_subscribed)
         room.on("data_received", self._data_received)
@@ -203,19 +197,35 @@ class StreamSession:
             for publication in participant.track_publications.values():
                 if publication.track is not None and publication.subscribed:
                     self._track_subscribed(publication.track, publication, participant)
+        if self.ending:
+            return  # the provider went away while we joined: _finish leaves the room again
+        self.metrics.counters["streams_started"] += 1
+        assert self.inbound_format is not None
+        log.info("stream %s bridged into call %s (%s, %s %d Hz)", started.stream_id,
+                 self.grant.call_id, self.protocol.channel, self.inbound_format.encoding,
+                 self.inbound_format.sample_rate)  # fmt: skip
 
     async def _until_listened(self, publication: rtc.LocalTrackPublication) -> None:
         await publication.wait_for_subscription()
         self.listener = True
 
     async def _pump(self) -> None:
-        """The provider's messages until it stops or the room closes."""
+        """The provider's messages, from while we join the room until it stops or the room
+        closes; a failed join ends the stream."""
         reader = asyncio.ensure_future(self._read_loop())
         closed = asyncio.ensure_future(self.closing.wait())
-        done, _ = await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (reader, closed):
-            if task not in done:
-                task.cancel()
+        self.joining = joining = asyncio.ensure_future(self._join())
+        waiting: set[asyncio.Future[Any]] = {reader, closed, joining}
+        try:
+            while True:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if joining in done:
+                    joining.result()
+                if done - {joining}:
+                    break
+        finally:
+            reader.cancel()
+            closed.cancel()
         if reader in done and reader.exception() is not None:
             raise reader.exception()  # type: ignore[misc]
 
@@ -270,14 +280,13 @@ class StreamSession:
                 self.metrics.counters["media_out_of_order"] += 1
                 return  # late or repeated audio is worse than none
             self.last_chunk = media.chunk
-        if media.timestamp_ms is not None and media.timestamp_ms < self.joined_ms:
+        if self.source is None:
             self.metrics.counters["caller_frames_before_join"] += 1
             return  # sent while we joined the room: nobody could hear it yet
         if not self.listener:
             self.metrics.counters["caller_frames_before_listener"] += 1
             return
         assert self.inbound_format is not None and self.up is not None
-        assert self.source is not None
         try:
             pcm = codecs.decode(self.inbound_format.encoding, media.payload)
         except ValueError as exc:
@@ -322,9 +331,13 @@ class StreamSession:
 
     async def _dtmf(self, digit: str) -> None:
         code = DTMF_CODES.get(digit)
-        if code is None or self.room is None:
+        if code is None:
             self._bad(ProtocolError("invalid_dtmf", f"{digit!r} is not a DTMF key"))
             return
+        if self.source is None:  # still joining: nobody in the room to hear it
+            self.metrics.counters["dtmf_before_join"] += 1
+            return
+        assert self.room is not None
         await self.room.local_participant.publish_dtmf(code=code, digit=digit)
         self.metrics.counters["dtmf"] += 1
 
@@ -461,6 +474,12 @@ class StreamSession:
     async def _finish(self) -> None:
         self.ending = True
         self.ctx.pacer.discard(self)
+        if self.joining is not None and not self.joining.done():
+            # the provider went away mid-join: let the join end, so that the room it joins is
+            # left again below (a join cut short would leave a caller in the room)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.joining), JOIN_WAIT_SECONDS)
+            self.joining.cancel()  # still joining after that: give up on it
         for task in tuple(self.tasks):
             task.cancel()
         if self.grant is not None:

@@ -211,6 +211,52 @@ def test_a_stall_is_caught_up_in_the_next_pause_without_losing_words(stack_setti
     assert result["counters"].get("caller_frames_dropped", 0) == 0, result
 
 
+def test_the_provider_is_heard_while_the_bridge_joins_a_slow_room(stack_settings, monkeypatch):
+    """Joining LiveKit takes a while on a loaded machine; meanwhile the bridge keeps reading
+    the provider's socket (its heartbeat and a hang-up are not left waiting): media and keys
+    sent during the join are dropped, a stream that stops mid-join leaves no caller behind in
+    the room, and one that goes on is heard once the bridge is in."""
+    connect = rtc.Room.connect
+
+    async def slow_connect(room: rtc.Room, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(1.5)
+        await connect(room, *args, **kwargs)
+
+    monkeypatch.setattr(rtc.Room, "connect", slow_connect)
+
+    async def scenario() -> dict[str, Any]:
+        gone, staying = Call(stack_settings), Call(stack_settings)
+        await gone.open()
+        await staying.open()
+        async with running_bridge(stack_settings) as (url, ctx):
+            hung_up = TwilioEmulator(url, gone.parameters)
+            await hung_up.connect()
+            hung_up.keep_alive()
+            await hung_up.dtmf("5")
+            await asyncio.sleep(0.5)
+            await hung_up.stop()  # mid-join
+            await until(lambda: ctx.metrics.active == 0)
+            gone_counters = dict(ctx.metrics.counters)
+            async with TwilioEmulator(url, staying.parameters) as phone:
+                phone.keep_alive()
+                await until(lambda: ctx.metrics.counters["streams_started"] == 1)
+                await phone.speak(tone(0.5), 8000)
+                await until(lambda: staying.loud_frames >= 20)
+            phones = [p for p in gone.listener.remote_participants if p.startswith("phone-")]
+            counters = dict(ctx.metrics.counters)
+        await gone.close()
+        await staying.close()
+        return {"gone": gone_counters, "counters": counters, "phones_left": phones}
+
+    result = asyncio.run(scenario())
+    gone = result["gone"]
+    assert gone["caller_frames_before_join"] > 0 and gone["dtmf_before_join"] == 1, result
+    assert gone["ended_stream_stopped"] == 1 and "streams_started" not in gone, result
+    assert not any(k.startswith("protocol_error") for k in result["counters"]), result
+    assert result["phones_left"] == [], "the stream that stopped mid-join left no caller"
+    assert result["counters"]["streams_started"] == 1
+
+
 def test_refused_streams_and_hang_ups_both_ways(stack_settings):
     async def scenario() -> dict[str, Any]:
         call = Call(stack_settings)

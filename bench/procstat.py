@@ -12,7 +12,7 @@ from pathlib import Path
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(path: str) -> tuple[str, list[str]] | None:
+def stat(path: str) -> tuple[str, list[str]] | None:
     """(comm, the fields after it) of a /proc stat file, or None if the task is gone."""
     try:
         stat = Path(path).read_text()
@@ -23,7 +23,7 @@ def _stat(path: str) -> tuple[str, list[str]] | None:
 
 def process_ticks(pid: int) -> int:
     """utime + stime of the whole process (every thread, living or ended), 0 if it is gone."""
-    found = _stat(f"/proc/{pid}/stat")
+    found = stat(f"/proc/{pid}/stat")
     return int(found[1][11]) + int(found[1][12]) if found else 0
 
 
@@ -35,7 +35,7 @@ def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
     except OSError:
         return out
     for tid in tids:
-        if (found := _stat(f"/proc/{pid}/task/{tid}/stat")) is not None:
+        if (found := stat(f"/proc/{pid}/task/{tid}/stat")) is not None:
             out[int(tid)] = (found[0], int(found[1][11]) + int(found[1][12]))
     return out
 
@@ -64,7 +64,7 @@ def all_process_ticks() -> dict[int, tuple[str, int]]:
     are lost)."""
     out = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (found := _stat(f"/proc/{entry}/stat")) is not None:
+        if entry.isdigit() and (found := stat(f"/proc/{entry}/stat")) is not None:
             out[int(entry)] = (found[0], int(found[1][11]) + int(found[1][12]))
     return out
 
@@ -72,7 +72,7 @@ def all_process_ticks() -> dict[int, tuple[str, int]]:
 def pids_named(comm: str) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (found := _stat(f"/proc/{entry}/stat")) and found[0] == comm:
+        if entry.isdigit() and (found := stat(f"/proc/{entry}/stat")) and found[0] == comm:
             out.append(int(entry))
     return out
 

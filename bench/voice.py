@@ -60,6 +60,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import procstat  # noqa: E402
 from tests.support.caller import FRAME, RATE, Caller, _rms, speak  # noqa: E402
 
 SPACE = "benchvoice"
@@ -352,21 +353,13 @@ ESPEAK = "espeak-ng (worker children)"
 SERVICES = {"postgres": "postgres", "java": "kafka", "livekit-server": "livekit"}
 
 
-def _stat(path: str) -> tuple[str, list[str]] | None:
-    try:
-        stat = Path(path).read_text()
-    except OSError:
-        return None
-    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-
-
 def cpu_ticks(pids: dict[str, int]) -> dict[object, tuple[str, int]]:
     """CPU ticks used so far, labelled: our processes by pid, the services by name, the
     worker's waited-for children (espeak-ng), and the whole machine's busy and stolen ticks."""
     by_pid = {pid: name for name, pid in pids.items()}
     ticks: dict[object, tuple[str, int]] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or (found := _stat(f"/proc/{entry}/stat")) is None:
+        if not entry.isdigit() or (found := procstat.stat(f"/proc/{entry}/stat")) is None:
             continue
         comm, fields = found
         pid = int(entry)
@@ -425,7 +418,7 @@ class WorkerThreads(threading.Thread):
             tasks = {}
             with contextlib.suppress(OSError):
                 for tid in os.listdir(f"/proc/{self.pid}/task"):
-                    if (found := _stat(f"/proc/{self.pid}/task/{tid}/stat")) is not None:
+                    if (found := procstat.stat(f"/proc/{self.pid}/task/{tid}/stat")) is not None:
                         tasks[tid] = (found[0], int(found[1][11]) + int(found[1][12]))
             with self.lock:
                 for tid, (comm, n) in tasks.items():

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 VOX    := $(VENV)/bin/voxagent
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down test unit lint lock bench bench-webhooks bench-voice bench-bridge clean-stack
+.PHONY: up down test unit lint check lock bench bench-webhooks bench-voice bench-bridge clean-stack
 
 $(STAMP): pyproject.toml requirements.lock
 	@echo "==> creating the virtualenv and installing pinned dependencies (first run: ~1 min)"
@@ -31,6 +31,13 @@ unit: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+## check: lint, formatting and types (strict for domain, commands, projections); CI runs it first
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict domain commands projections
+	$(VENV)/bin/mypy adapters agent bridge infra
 
 ## lock: re-resolve requirements.lock from pyproject.toml in a throwaway venv
 lock:

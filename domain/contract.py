@@ -33,7 +33,8 @@ def iso_ms(moment: datetime) -> str:
 
 
 def event_type(domain_event: Any) -> str:
-    return type(domain_event).TOPIC
+    topic: str = type(domain_event).TOPIC
+    return topic
 
 
 def topic_for(event_type_name: str, prefix: str = "voxagent") -> str:

@@ -52,10 +52,10 @@ def problems(config: Any, credentials: set[str]) -> list[str]:
     found: list[str] = []
     for kind in ("stt", "llm", "tts"):
         name = getattr(config, kind).provider
-        known = spec(kind, name)  # type: ignore[arg-type]
+        known = spec(kind, name)
         if known is None:
             found.append(f"{kind}.provider {name!r} is unknown; choose one of "
-                         + ", ".join(names(kind)))  # type: ignore[arg-type]  # fmt: skip
+                         + ", ".join(names(kind)))  # fmt: skip
         elif known.credential and known.credential not in credentials:
             env = f"VOXAGENT_PROVIDERS__{known.credential.upper()}"
             found.append(f"{kind}.provider {name!r} needs an API key: set {env}")

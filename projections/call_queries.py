@@ -39,7 +39,7 @@ def _uuid(value: UUID | str) -> UUID | None:
 
 def _rows(conn: Connection[Any], sql: str, params: Any) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return cur.execute(sql, params).fetchall()
 
 
 def _day(value: date | datetime | None) -> date | None:
@@ -216,7 +216,9 @@ def cost_breakdown(
     }
 
 
-def _day_range(since: date | datetime | None, until: date | datetime | None) -> tuple[str, list]:
+def _day_range(
+    since: date | datetime | None, until: date | datetime | None
+) -> tuple[str, list[Any]]:
     where, params = ["space_id = %s"], []
     for clause, value in (("day >= %s", _day(since)), ("day < %s", _day(until))):
         if value is not None:

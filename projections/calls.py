@@ -200,7 +200,9 @@ def event_row(ev: CallEvent, call: Mapping[str, Any] | None, catalog: Catalog) -
     raise ValueError(f"{ev.type} leaves no event row")
 
 
-def fold_call(row: Mapping[str, Any] | None, ev: CallEvent, cost: Decimal = Decimal(0)) -> dict:
+def fold_call(
+    row: Mapping[str, Any] | None, ev: CallEvent, cost: Decimal = Decimal(0)
+) -> dict[str, Any]:
     """The call row after ``ev`` (which must be newer than ``row``); ``cost`` of a usage."""
     new = dict(row) if row is not None else empty_call(ev.call_id, ev.space_id)
     d, kind = ev.data, ev.type

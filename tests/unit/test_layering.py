@@ -60,4 +60,3 @@ def test_domain_is_pure():
         and name != "eventsourcing.domain"
     ]
     assert wrong == []
-

@@ -26,7 +26,7 @@ def _aggregates() -> list[type[Aggregate]]:
             "voxagent."
         ):
             found.append(cls)
-    return sorted(found, key=lambda cls: cls.TOPIC)
+    return sorted(found, key=lambda cls: cls.__qualname__)
 
 
 @cache

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 
 from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
 from adapters.api.errors import error_response, install_error_handlers
@@ -17,6 +21,8 @@ from commands.webhooks import EndpointNotFound
 from domain.calls import CallEnded, CallNotStarted, InvalidSignal
 from domain.errors import AgentArchived, InvalidConfig, ProviderUnavailable
 from domain.webhooks import EndpointDeleted
+
+log = logging.getLogger(__name__)
 
 # exception -> (HTTP status, stable code); the exception's message says what to do
 _MAPPED: dict[type[Exception], tuple[int, str]] = {
@@ -34,6 +40,29 @@ _MAPPED: dict[type[Exception], tuple[int, str]] = {
     EndpointNotFound: (404, "webhook_endpoint_not_found"),
     EndpointDeleted: (404, "webhook_endpoint_not_found"),
 }
+
+
+# PostgreSQL (event store, read models) does not answer: the caller retries; nothing was written
+# (a command's events and its idempotency record commit together or not at all)
+_STORE_AWAY = (
+    persistence.OperationalError,
+    persistence.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("PostgreSQL unavailable: %s", type(exc).__name__)
+    return error_response(
+        request,
+        503,
+        "store_unavailable",
+        "The event store does not answer right now; nothing was written. Retry in a few seconds "
+        "(with the same Idempotency-Key for a write).",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _handler(status: int, code: str) -> Callable[[Request, Exception], Any]:
@@ -55,6 +84,8 @@ def create_app(container: Any) -> FastAPI:
     install_error_handlers(app)
     for exc_type, (status, code) in _MAPPED.items():
         app.add_exception_handler(exc_type, _handler(status, code))
+    for away in _STORE_AWAY:
+        app.add_exception_handler(away, _store_unavailable)
     app.include_router(agents.router)
     app.include_router(sessions.router)
     app.include_router(costs.router)

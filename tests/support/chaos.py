@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -161,7 +162,9 @@ class SignalLoad:
             return sum(self.acked.values())
 
     def run(self) -> None:
-        producer = build_producer(self.settings, **{"message.timeout.ms": 600_000})
+        quiet = logging.getLogger("voxagent.chaos.librdkafka")  # its broker-down lines are
+        quiet.setLevel(logging.CRITICAL)  # the point of the run, not news
+        producer = build_producer(self.settings, **{"message.timeout.ms": 600_000, "logger": quiet})
         topic = f"{self.settings.topic_prefix}.ingress.worker.v1"
         start, began = datetime.now(UTC), time.monotonic()
         queue: list[tuple[float, int, dict[str, Any]]] = []

@@ -14,7 +14,7 @@ ALLOWED = {
     "commands": {"domain"},
     "projections": {"domain"},
 }
-THIRD_PARTY_IN_DOMAIN = {"pydantic", "eventsourcing"}
+THIRD_PARTY_IN_DOMAIN = {"pydantic", "pydantic_core", "eventsourcing"}
 
 
 def imports(package: str):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from domain.text import Storable, check_json_size, max_json_bytes, text_problem
+from domain.text import Storable, check_json_size, check_storable, max_json_bytes
 
 TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 PROVIDER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -33,8 +33,7 @@ def check_http_url(value: str | None) -> str | None:
         return None
     if len(value) > 2048:
         raise ValueError("must be at most 2048 characters")
-    if (why := text_problem(value)) is not None:
-        raise ValueError(why)
+    check_storable(value)  # urlsplit must not see a NUL (it would pass it through)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL, e.g. https://example.com/hook")

@@ -24,7 +24,13 @@ pytestmark = pytest.mark.integration
 
 NUL, SURROGATE = "a\x00b", "a\ud800b"
 BAD_TEXT = [NUL, SURROGATE]
-REFUSED_TYPES = {"unstorable_text", "string_unicode", "json_too_deep", "json_too_large"}
+REFUSED_TYPES = {
+    "unstorable_text",
+    "string_unicode",
+    "invalid_utf8",
+    "json_too_deep",
+    "json_too_large",
+}
 TOOL = {
     "name": "lookup",
     "description": "Look an order up",
@@ -47,7 +53,7 @@ def send(client: Any, method: str, path: str, sp: str, body: Any = None, **kw: A
 
 
 def positions(container: Any) -> tuple[Any, ...]:
-    return tuple(app.recorder.max_notification_id() for app in container.applications)
+    return tuple(app.recorder.max_notification_id() for app in container.applications())
 
 
 def assert_refused(resp: Any, status: int = 422) -> dict[str, Any]:
@@ -394,3 +400,48 @@ def test_the_keep_alive_connection_serves_the_next_request_after_a_refusal(serve
         assert _exchange(conn, post)[0] == 422
         status, payload = _exchange(conn, get % b"/api/agents?name=ok")
         assert status == 200 and json.loads(payload)["total"] == 0
+
+
+# -- provider webhooks -----------------------------------------------------------------------
+TWILIO_TOKEN = "twilio-test-auth-token-0123456789ab"
+
+
+@pytest.mark.parametrize("form", [
+    b"CallSid=CA" + b"1" * 32 + b"&From=%2B1555%00&To=%2B15550004444",
+    b"CallSid=CA" + b"1" * 32 + b"&From=%2B1555%FF&To=%2B15550004444",
+    b"CallSid=CA" + b"1" * 32 + b"&From=\xff",
+])  # fmt: skip
+def test_twilio_voice_refuses_a_form_with_unstorable_text(api, agent, monkeypatch, form):
+    from pydantic import SecretStr
+
+    sp, agent_id = agent
+    monkeypatch.setattr(api.container.settings.telephony, "twilio_auth_token",
+                        SecretStr(TWILIO_TOKEN))  # fmt: skip
+    before = positions(api.container)
+    resp = api.post(f"/api/twilio/voice?space_id={sp}&agent_id={agent_id}", content=form,
+                    headers={"content-type": "application/x-www-form-urlencoded",
+                             "X-Twilio-Signature": "irrelevant"})  # fmt: skip
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "invalid_form"
+    assert positions(api.container) == before
+
+
+def test_a_livekit_webhook_ingest_would_refuse_is_refused_at_once(api):
+    from livekit import api as lk
+    from livekit.protocol import models
+
+    from tests.integration.test_livekit_api import signed
+
+    metadata = json.dumps({"call_id": str(uuid.uuid4()), "space_id": space(), "agent_id": "x",
+                           "agent_config_version": 1, "room_name": "r"})  # fmt: skip
+    event = lk.WebhookEvent(
+        event="room_finished", id="EV_\x00", created_at=1_700_000_000,
+        room=models.Room(name="r", metadata=metadata, creation_time=1_700_000_000),
+    )  # fmt: skip
+    body, token = signed(api.container.settings, event)
+    resp = api.post("/api/livekit/webhook", content=body, headers={"Authorization": token})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["code"] == "unstorable_text"
+    bad_utf8 = api.post("/api/livekit/webhook", content=b'{"id": "\xff"}',
+                        headers={"Authorization": token})  # fmt: skip
+    assert bad_utf8.status_code == 400 and bad_utf8.json()["error"]["code"] == "invalid_body"

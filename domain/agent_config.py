@@ -43,7 +43,7 @@ def check_http_url(value: str | None) -> str | None:
 
 
 class SttConfig(Frozen):
-    provider: str = Field("whisper-local", pattern=PROVIDER_NAME)
+    provider: str = Field("whisper-local", max_length=64, pattern=PROVIDER_NAME)
     model: str | None = Field(None, max_length=128)
 
 
@@ -56,7 +56,7 @@ class ScriptRule(Frozen):
 
     match: str = Field(min_length=1, max_length=500, description="Regex, case-insensitive.")
     reply: str = Field("", max_length=2000)
-    tool: str | None = Field(None, pattern=TOOL_NAME)
+    tool: str | None = Field(None, max_length=64, pattern=TOOL_NAME)
     arguments: Annotated[dict[str, Any], max_json_bytes(16 * 1024)] = Field(default_factory=dict)
     end_call: bool = Field(False, description="Hang up after the reply.")
 
@@ -79,7 +79,7 @@ class ScriptRule(Frozen):
 
 
 class LlmConfig(Frozen):
-    provider: str = Field("scripted", pattern=PROVIDER_NAME)
+    provider: str = Field("scripted", max_length=64, pattern=PROVIDER_NAME)
     model: str | None = Field(None, max_length=128)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     base_url: str | None = Field(
@@ -97,7 +97,7 @@ class LlmConfig(Frozen):
 
 
 class TtsConfig(Frozen):
-    provider: str = Field("espeak", pattern=PROVIDER_NAME)
+    provider: str = Field("espeak", max_length=64, pattern=PROVIDER_NAME)
     voice: str | None = Field(None, max_length=128)
     model: str | None = Field(None, max_length=128)
 
@@ -105,7 +105,7 @@ class TtsConfig(Frozen):
 class ToolConfig(Frozen):
     """An HTTP endpoint the agent may call as a function tool."""
 
-    name: str = Field(pattern=TOOL_NAME)
+    name: str = Field(max_length=64, pattern=TOOL_NAME)
     description: str = Field(min_length=1, max_length=1024)
     parameters: Annotated[dict[str, Any], max_json_bytes(64 * 1024)] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
@@ -161,7 +161,7 @@ class AgentConfig(Frozen):
     description: str = Field("", max_length=2000)
     system_prompt: str = Field("", max_length=100_000)
     first_message: str = Field("", max_length=2000)
-    language: str = Field("en", pattern=LANGUAGE)
+    language: str = Field("en", max_length=35, pattern=LANGUAGE)
     stt: SttConfig = SttConfig()
     llm: LlmConfig = LlmConfig()
     tts: TtsConfig = TtsConfig()

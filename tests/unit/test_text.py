@@ -316,3 +316,17 @@ for _name in ("CallInitiatedSignal", "CallStartedSignal", "TranscriptSignal", "T
               "DtmfSignal", "TransferRequestedSignal", "TransferCompletedSignal", "UsageSignal",
               "TurnMetricsSignal", "CallEndedSignal", "_Signal"):  # fmt: skip
     _BOUNDED_BY_VALIDATOR[_name] = _SIGNAL_TIME
+
+
+def test_what_the_worker_reports_of_third_parties_is_made_storable_so_ingest_takes_it():
+    from tests.unit.test_worker_signals import Captured, emitter
+
+    producer = Captured()
+    signals = emitter(producer)
+    signals.transcript("t1", "agent", "he said \x00 and \ud83d", 0, 10)
+    signals.tool_invoked("t1", "lookup", {"q\x00": "x"}, {"body": ["a\x00", float("nan")]},
+                         "err \udc00", "ok", 5)  # fmt: skip
+    parsed = [parse_signal(value) for _, value, _ in producer.messages]
+    assert parsed[0].text == "he said \ufffd and \ufffd"
+    assert parsed[1].arguments == {"q\ufffd": "x"}
+    assert parsed[1].result == {"body": ["a\ufffd", None]} and parsed[1].error == "err \ufffd"

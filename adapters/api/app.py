@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 
 from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
 from adapters.api.errors import error_response, install_error_handlers
+from adapters.api.text_guard import TextGuard
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
@@ -82,6 +83,7 @@ def create_app(container: Any) -> FastAPI:
     app.state.container = container
     app.state.verifier = container.verifier
     install_error_handlers(app)
+    app.add_middleware(TextGuard)  # NUL or invalid UTF-8 in a URL or header: 422, for every route
     for exc_type, (status, code) in _MAPPED.items():
         app.add_exception_handler(exc_type, _handler(status, code))
     for away in _STORE_AWAY:

@@ -90,7 +90,7 @@ def _room_call(request: Request, caller: Any, room_name: str, wait: bool = False
         time.sleep(0.02)
 
 
-def _turn_id(caller: Any, key: RequestKey | None) -> str:
+def default_turn_id(caller: Any, key: RequestKey | None) -> str:
     """A turn sent without ``turn_id``: named after its Idempotency-Key when it has one, so
     that a retry is the same turn (and the same request); else a fresh id."""
     if key is None:
@@ -106,7 +106,7 @@ def _add_transcript(
     if body.end_ms < body.start_ms:
         raise ApiError(422, "invalid_request", "end_ms must not be before start_ms")
     cmd = AddTranscript(
-        call_id=session_id, turn_id=body.turn_id or _turn_id(caller, key),
+        call_id=session_id, turn_id=body.turn_id or default_turn_id(caller, key),
         speaker=body.speaker, text=body.text, start_ms=body.start_ms, end_ms=body.end_ms,
     )  # fmt: skip
     return container_of(request).calls.add_transcript(actor(caller), cmd, key)

@@ -211,9 +211,9 @@ def send_test(
     body: TestBody | None = None, idempotency_key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     """Queue a `webhook.test` event to this endpoint, whatever it subscribes to."""
-    endpoint = _owned(request, caller, endpoint_id)
 
     def queue(conn: Any) -> dict[str, Any]:
+        endpoint = _owned(request, caller, endpoint_id)
         now = _now()
         event_id = str(uuid.uuid4())
         envelope = {
@@ -232,8 +232,11 @@ def _once(
     request: Request, response: Response, caller: Any, key: RequestKey | None, command: str,
     work: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:  # fmt: skip
-    """The answer of a route that writes no event: ``work``'s, or a replayed key's first."""
-    with container_of(request).pool.connection() as conn:
+    """The answer of a route that writes no event: ``work``'s, or a replayed key's first
+    (whatever became of the endpoint since, as for the routes that write events)."""
+    container = container_of(request)
+    _ = container.webhooks  # built: its recorder creates the keys table in a new database
+    with container.pool.connection() as conn:
         answer, replayed = answer_once(conn, caller.space_id, key, command, work)
     replayed_header(response, replayed)
     return answer
@@ -277,9 +280,9 @@ def replay_delivery(
     delivery_id: UUID, idempotency_key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     """Send a delivery again (same `webhook-id`), with a fresh retry schedule."""
-    _owned(request, caller, endpoint_id)
 
     def replay(conn: Any) -> dict[str, Any]:
+        _owned(request, caller, endpoint_id)
         row = deliveries.get_delivery(conn, caller.space_id, endpoint_id, delivery_id)
         if row is None:
             raise ApiError(404, "webhook_delivery_not_found", f"No delivery {delivery_id} here.")
@@ -301,9 +304,9 @@ def replay_failed(
     body: ReplayBody, idempotency_key: IdempotencyKey = None,
 ) -> Any:  # fmt: skip
     """Send again every delivery of this endpoint that failed for good since `since`."""
-    _owned(request, caller, endpoint_id)
 
     def replay(conn: Any) -> dict[str, Any]:
+        _owned(request, caller, endpoint_id)
         n = deliveries.replay_failed(conn, caller.space_id, endpoint_id, body.since, _now())
         return ReplayResult(replayed=n).model_dump(mode="json")
 

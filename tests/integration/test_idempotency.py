@@ -312,3 +312,23 @@ def test_a_replayed_phone_stream_is_the_same_call_and_room(client, issuer):
     same = ("call_id", "room_name", "channel", "stream_url")
     assert {f: again.json()[f] for f in same} == {f: first.json()[f] for f in same}
     assert again.json()["parameters"]["call_id"] == first.json()["call_id"]
+
+
+def test_a_replay_answers_the_first_answer_after_the_resource_changed(client, issuer):
+    s = Space(client, issuer)
+    create = ("POST", "/api/agents", {"name": "First"})
+    k = key()
+    first = s.call(create, k)
+    agent_id = first.json()["id"]
+    s.ok(("PATCH", f"/api/agents/{agent_id}", {"name": "Second"}))
+    again = s.call(create, k)
+    assert again.status_code == 201 and again.content == first.content
+    assert again.json()["name"] == "First" and again.json()["version"] == 1
+
+    endpoint = s.endpoint()
+    send = ("POST", f"/api/webhooks/{endpoint}/test", {"message": "before"})
+    sent = s.call(send, k2 := key())
+    assert s.call(("DELETE", f"/api/webhooks/{endpoint}", None)).status_code == 204
+    assert s.call(send).status_code == 404  # a new request finds no endpoint
+    replayed = s.call(send, k2)
+    assert replayed.status_code == 202 and replayed.content == sent.content

@@ -15,6 +15,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from pydantic import BaseModel, Field
 
 from commands.group_commit import GroupCommit
+from commands.idempotency import Key
 from commands.writes import IdempotentWrites, Written
 from domain.agent_config import MAX_CONFIG_BYTES, AgentConfig
 from domain.agents import VoiceAgent
@@ -85,18 +86,14 @@ class AgentsApplication(Application[UUID]):
         self._provider_problems = provider_problems or (lambda config: [])
 
     # -- commands -------------------------------------------------------------------------
-    def create_agent(
-        self, actor: Actor, cmd: CreateAgent, idempotency_key: str | None = None
-    ) -> Result:
+    def create_agent(self, actor: Actor, cmd: CreateAgent, idempotency_key: Key = None) -> Result:
         def apply() -> VoiceAgent:
             self._ensure_runnable(cmd.config)
             return VoiceAgent.create(actor.space_id, cmd.config, actor.subject)
 
         return self._command(actor, cmd, idempotency_key, "create_agent", apply)
 
-    def update_agent(
-        self, actor: Actor, cmd: UpdateAgent, idempotency_key: str | None = None
-    ) -> Result:
+    def update_agent(self, actor: Actor, cmd: UpdateAgent, idempotency_key: Key = None) -> Result:
         def apply() -> VoiceAgent | Written:
             agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
             if not agent.update(cmd.patch, actor.subject):
@@ -106,9 +103,7 @@ class AgentsApplication(Application[UUID]):
 
         return self._command(actor, cmd, idempotency_key, "update_agent", apply)
 
-    def archive_agent(
-        self, actor: Actor, cmd: ArchiveAgent, idempotency_key: str | None = None
-    ) -> Result:
+    def archive_agent(self, actor: Actor, cmd: ArchiveAgent, idempotency_key: Key = None) -> Result:
         def apply() -> VoiceAgent:
             agent = self._owned(actor, cmd.agent_id, cmd.expected_version)
             agent.archive(actor.subject)
@@ -155,7 +150,7 @@ class AgentsApplication(Application[UUID]):
         return agent
 
     def _command(
-        self, actor: Actor, cmd: BaseModel, key: str | None, command: str,
+        self, actor: Actor, cmd: BaseModel, key: Key, command: str,
         apply: Callable[[], VoiceAgent | Written],
     ) -> Result:  # fmt: skip
         """Replay the key's first result, or run ``apply`` and save what it changed."""

@@ -33,6 +33,7 @@ from commands.call_commands import (
 )
 from commands.call_ingest import SignalOutcome, apply_to_call
 from commands.group_commit import GroupCommit
+from commands.idempotency import Key
 from commands.signals import Signal, iso_ms
 from commands.writes import IdempotentWrites
 from domain.agents import VoiceAgent
@@ -85,9 +86,7 @@ class CallsApplication(Application[UUID]):
         self._writes = IdempotentWrites(self, self._group_commit, _conflict)
 
     # -- commands -------------------------------------------------------------------------
-    def initiate_call(
-        self, actor: Actor, cmd: InitiateCall, idempotency_key: str | None = None
-    ) -> Result:
+    def initiate_call(self, actor: Actor, cmd: InitiateCall, idempotency_key: Key = None) -> Result:
         payload = cmd.model_dump(mode="json")
         replay = self._writes.replay(actor.space_id, idempotency_key, "initiate_call", payload)
         if replay:
@@ -112,15 +111,13 @@ class CallsApplication(Application[UUID]):
         written = self._writes.save(actor.space_id, call, idempotency_key, "initiate_call", payload)
         return Result.of(written)
 
-    def start_call(
-        self, actor: Actor, cmd: StartCall, idempotency_key: str | None = None
-    ) -> Result:
+    def start_call(self, actor: Actor, cmd: StartCall, idempotency_key: Key = None) -> Result:
         return self._command(
             actor, cmd, idempotency_key, "start_call", lambda c: c.start(at=self._at(cmd.at))
         )
 
     def add_transcript(
-        self, actor: Actor, cmd: AddTranscript, idempotency_key: str | None = None
+        self, actor: Actor, cmd: AddTranscript, idempotency_key: Key = None
     ) -> Result:
         def apply(call: Call) -> bool:
             return call.add_transcript(
@@ -135,14 +132,14 @@ class CallsApplication(Application[UUID]):
         return self._command(actor, cmd, idempotency_key, "add_transcript", apply)
 
     def request_transfer(
-        self, actor: Actor, cmd: RequestTransfer, idempotency_key: str | None = None
+        self, actor: Actor, cmd: RequestTransfer, idempotency_key: Key = None
     ) -> Result:
         def apply(call: Call) -> bool:
             return call.request_transfer(mode=cmd.mode, target=cmd.target, at=self._at(cmd.at))
 
         return self._command(actor, cmd, idempotency_key, "request_transfer", apply)
 
-    def end_call(self, actor: Actor, cmd: EndCall, idempotency_key: str | None = None) -> Result:
+    def end_call(self, actor: Actor, cmd: EndCall, idempotency_key: Key = None) -> Result:
         def apply(call: Call) -> bool:
             at = self._at(cmd.at)
             duration = cmd.duration_ms
@@ -153,9 +150,7 @@ class CallsApplication(Application[UUID]):
 
         return self._command(actor, cmd, idempotency_key, "end_call", apply)
 
-    def record_usage(
-        self, actor: Actor, cmd: RecordUsage, idempotency_key: str | None = None
-    ) -> Result:
+    def record_usage(self, actor: Actor, cmd: RecordUsage, idempotency_key: Key = None) -> Result:
         def apply(call: Call) -> bool:
             return call.record_usage(
                 provider=cmd.provider,
@@ -253,7 +248,7 @@ class CallsApplication(Application[UUID]):
         self,
         actor: Actor,
         cmd: CallCommand,
-        key: str | None,
+        key: Key,
         command: str,
         apply: Callable[[Call], bool],
     ) -> Result:

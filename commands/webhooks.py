@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 
 from commands.agents import Actor, ConcurrentModification, VersionMismatch
 from commands.group_commit import GroupCommit
+from commands.idempotency import Key
 from commands.writes import IdempotentWrites, Written
 from domain.text import Storable, max_json_bytes
 from domain.webhooks import EndpointSpec, WebhookEndpoint
@@ -132,7 +133,7 @@ class WebhooksApplication(Application[UUID]):
         self._writes = IdempotentWrites(self, GroupCommit(self.save), _conflict)
 
     def create_endpoint(
-        self, actor: Actor, cmd: CreateEndpoint, idempotency_key: str | None = None
+        self, actor: Actor, cmd: CreateEndpoint, idempotency_key: Key = None
     ) -> Result:
         payload = cmd.model_dump(mode="json")
         written = self._writes.replay(actor.space_id, idempotency_key, "create_endpoint", payload)
@@ -145,7 +146,7 @@ class WebhooksApplication(Application[UUID]):
         return self._result(written, with_secret=True)
 
     def update_endpoint(
-        self, actor: Actor, cmd: UpdateEndpoint, idempotency_key: str | None = None
+        self, actor: Actor, cmd: UpdateEndpoint, idempotency_key: Key = None
     ) -> Result:
         def apply(endpoint: WebhookEndpoint) -> Written | None:
             if not endpoint.update(cmd.patch, actor.subject):
@@ -155,16 +156,14 @@ class WebhooksApplication(Application[UUID]):
         return self._command(actor, cmd, cmd.expected_version, idempotency_key, "update", apply)
 
     def delete_endpoint(
-        self, actor: Actor, cmd: DeleteEndpoint, idempotency_key: str | None = None
+        self, actor: Actor, cmd: DeleteEndpoint, idempotency_key: Key = None
     ) -> Result:
         def apply(endpoint: WebhookEndpoint) -> None:
             endpoint.delete(actor.subject)
 
         return self._command(actor, cmd, cmd.expected_version, idempotency_key, "delete", apply)
 
-    def rotate_secret(
-        self, actor: Actor, cmd: RotateSecret, idempotency_key: str | None = None
-    ) -> Result:
+    def rotate_secret(self, actor: Actor, cmd: RotateSecret, idempotency_key: Key = None) -> Result:
         payload = cmd.model_dump(mode="json")
         written = self._writes.replay(actor.space_id, idempotency_key, "rotate_secret", payload)
         if written is None:
@@ -210,7 +209,7 @@ class WebhooksApplication(Application[UUID]):
         return endpoint
 
     def _command(
-        self, actor: Actor, cmd: Any, expected_version: int | None, key: str | None,
+        self, actor: Actor, cmd: Any, expected_version: int | None, key: Key,
         command: str, apply: Callable[[WebhookEndpoint], Written | None],
     ) -> Result:  # fmt: skip
         payload = cmd.model_dump(mode="json")

@@ -14,7 +14,13 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
 from commands.group_commit import GroupCommit
-from commands.idempotency import IdempotencyKeyReused, IdempotencyRecord, fingerprint
+from commands.idempotency import (
+    IdempotencyKeyReused,
+    IdempotencyRecord,
+    Key,
+    check_same,
+    request_of,
+)
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,20 @@ class IdempotentWrites:
         self.group_commit = group_commit
         self.conflict = conflict  # aggregate -> the error for "changed concurrently"
 
-    def replay(self, space_id: str, key: str | None, command: str, payload: Any) -> Written | None:
-        """The first result of ``key`` in ``space_id``, or None when the key is new."""
-        if key is None:
+    def replay(self, space_id: str, key: Key, command: str, payload: Any) -> Written | None:
+        """The first result of ``key`` in ``space_id``, or None when the key is new.
+        ``IdempotencyKeyReused`` when the key answered another command or request, of any
+        application (the keys of a space are one key space)."""
+        request = request_of(key, command, payload)
+        if request is None:
             return None
         recorder: Any = self.app.recorder
-        record = recorder.get_idempotency_record(space_id, key)
+        record = recorder.get_idempotency_record(space_id, request.key)
         if record is None:
             return None
-        if record.command != command or record.fingerprint != fingerprint(command, payload):
-            raise IdempotencyKeyReused(key)
+        check_same(record, command, request)
+        if record.aggregate_id is None or record.version is None:
+            raise IdempotencyKeyReused(request.key)  # an answer stored by a non-event route
         aggregate: Any = self.app.repository.get(record.aggregate_id, version=record.version)
         position = recorder.position_of(record.aggregate_id, record.version)
         return Written(record.aggregate_id, record.version, position, aggregate, replayed=True)
@@ -57,7 +67,7 @@ class IdempotentWrites:
         self,
         space_id: str,
         aggregate: Any,
-        key: str | None,
+        key: Key,
         command: str,
         payload: Any,
         extra: Sequence[Any] = (),
@@ -65,12 +75,13 @@ class IdempotentWrites:
         """Save ``aggregate``'s pending events, the key's record and ``extra`` side records in
         the group commit (one transaction)."""
         records = list(extra)
-        if key is not None:
+        request = request_of(key, command, payload)
+        if request is not None:
             records.append(IdempotencyRecord(
                 space_id,
-                key,
+                request.key,
                 command,
-                fingerprint(command, payload),
+                request.request,
                 aggregate.id,
                 aggregate.version,
             ))  # fmt: skip

@@ -19,7 +19,6 @@ from adapters.api.common import (
     MinVersionHeader,
     Offset,
     actor,
-    checked_key,
     container_of,
     expected_version,
     write_headers,
@@ -120,7 +119,7 @@ def create_agent(
 ) -> AgentPublic:
     app = container_of(request).agents
     cmd = CreateAgent(config=body.model_dump())
-    result = app.create_agent(actor(caller), cmd, checked_key(idempotency_key))
+    result = app.create_agent(actor(caller), cmd, idempotency_key)
     write_headers(response, result)
     response.headers["Location"] = f"/api/agents/{result.id}"
     return _public_from_write(result)
@@ -142,7 +141,7 @@ def update_agent(
         patch=body.model_dump(exclude_unset=True),
         expected_version=expected_version(if_match),
     )
-    result = app.update_agent(actor(caller), cmd, checked_key(idempotency_key))
+    result = app.update_agent(actor(caller), cmd, idempotency_key)
     write_headers(response, result)
     return _public_from_write(result)
 
@@ -157,7 +156,7 @@ def archive_agent(
 ) -> Response:
     app = container_of(request).agents
     cmd = ArchiveAgent(agent_id=agent_id, expected_version=expected_version(if_match))
-    result = app.archive_agent(actor(caller), cmd, checked_key(idempotency_key))
+    result = app.archive_agent(actor(caller), cmd, idempotency_key)
     response = Response(status_code=204)
     write_headers(response, result)
     return response

@@ -13,6 +13,7 @@ from adapters.api.errors import ApiError
 from adapters.livekit.rooms import CallRoom, LiveKitRooms
 from commands.agents import Actor
 from commands.call_commands import EndCall, InitiateCall
+from commands.idempotency import Key
 from domain.calls import Call
 from domain.errors import ProviderUnavailable
 from domain.providers import problems
@@ -21,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 async def open_call(
-    container: Any, who: Actor, cmd: InitiateCall, idempotency_key: str | None
-) -> tuple[Call, CallRoom]:
+    container: Any, who: Actor, cmd: InitiateCall, idempotency_key: Key
+) -> tuple[Call, CallRoom, bool]:
     """The call ``cmd`` describes with its room open, or an ``ApiError``: 422 when the agent
     cannot take calls here, 409 when a replayed key's call has ended, 503 (and the call ended
     as ``error``) when LiveKit cannot open the room. A replayed key returns the same call and
@@ -52,4 +53,4 @@ async def open_call(
             raise ApiError(503, "livekit_unavailable",
                            "The voice server could not open the call's room; retry shortly.",
                            headers={"Retry-After": "2"}) from None  # fmt: skip
-    return call, room
+    return call, room, result.replayed

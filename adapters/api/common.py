@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 
 from adapters.api.errors import ApiError
 from commands.agents import Actor
-from commands.idempotency import check_key
+from commands.idempotency import RequestKey, check_key
 
-IdempotencyKey = Annotated[
+IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", description="Replaying a key returns the first result."),
+    Header(
+        alias="Idempotency-Key",
+        description="Unique per space across every route: replaying the same request with it "
+        "returns the first answer; another request with it is `422 idempotency_key_reused`.",
+    ),
 ]
 IfMatch = Annotated[
     str | None, Header(alias="If-Match", description="The version you last read (ETag).")
@@ -57,10 +63,44 @@ def checked_key(value: str | None) -> str | None:
         raise ApiError(400, "invalid_idempotency_key", str(exc)) from None
 
 
+def request_fingerprint(method: str, path: str, query: str, if_match: str | None,
+                        body: bytes) -> str:  # fmt: skip
+    """What makes a request the same request: its route (method, path, query), its If-Match
+    and its body as sent — JSON compared by value, so a retry that orders keys differently or
+    spaces them otherwise is still the same request."""
+    try:
+        content: Any = json.loads(body) if body.strip() else None
+    except ValueError:  # not JSON (the route will refuse it anyway): the bytes themselves
+        content = body.hex()
+    canonical = json.dumps(
+        [method, path, query, if_match, content], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def request_key(request: Request, key: IdempotencyKeyHeader = None) -> RequestKey | None:
+    """The request's Idempotency-Key (400 when malformed) with the request's fingerprint."""
+    checked = checked_key(key)
+    if checked is None:
+        return None
+    fingerprint = request_fingerprint(
+        request.method, request.url.path, request.url.query,
+        request.headers.get("If-Match"), await request.body(),
+    )  # fmt: skip
+    return RequestKey(checked, fingerprint)
+
+
+IdempotencyKey = Annotated[RequestKey | None, Depends(request_key)]
+
+
+def replayed_header(response: Response, replayed: bool) -> None:
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+
+
 def write_headers(response: Response, result: Any) -> None:
     """ETag (the version), the event store position, and whether a key was replayed."""
     response.headers["ETag"] = f'"{result.version}"'
     if result.position is not None:
         response.headers["X-Voxagent-Position"] = str(result.position)
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
+    replayed_header(response, result.replayed)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from adapters.api.auth import CallerDep
-from adapters.api.common import IdempotencyKey, actor, checked_key, container_of
+from adapters.api.common import IdempotencyKey, actor, container_of
 from adapters.api.session_schemas import Accepted, UsageEventCreate
 from adapters.api.sessions import _accepted
 from commands.calls import RecordUsage
@@ -58,7 +58,5 @@ def log_usage(
         call_id=body.session_id, provider=body.provider, model=body.model, kind=body.kind,
         quantity=body.quantity,
     )  # fmt: skip
-    result = container_of(request).calls.record_usage(
-        actor(caller), cmd, checked_key(idempotency_key)
-    )
+    result = container_of(request).calls.record_usage(actor(caller), cmd, idempotency_key)
     return _accepted(response, result)

@@ -3,6 +3,7 @@ dispatched into its room) and LiveKit's room webhooks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -10,17 +11,18 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.api.auth import CallerDep
 from adapters.api.call_rooms import open_call
-from adapters.api.common import IdempotencyKey, actor, checked_key, container_of
+from adapters.api.common import IdempotencyKey, actor, container_of, replayed_header
 from adapters.api.errors import ApiError
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
 from commands.call_commands import InitiateCall
+from commands.idempotency import RequestKey
 from commands.signals import SignalRejected, validate_signal
 from domain.text import Storable
 
@@ -44,18 +46,28 @@ class TokenResponse(BaseModel):
     participant_identity: str
 
 
+def _identity(caller: Any, key: RequestKey | None) -> str:
+    """The caller's participant identity: derived from the Idempotency-Key when there is one,
+    so that a replay answers the same call, room and identity (with a freshly signed token)."""
+    if key is None:
+        return f"caller-{secrets.token_hex(6)}"
+    digest = hashlib.sha256(f"{caller.space_id}:{key.key}".encode()).hexdigest()
+    return f"caller-{digest[:12]}"
+
+
 @router.post("/token", status_code=201, response_model=TokenResponse)
 async def web_call_token(
-    request: Request, caller: CallerDep, body: TokenRequest,
+    request: Request, response: Response, caller: CallerDep, body: TokenRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> TokenResponse:  # fmt: skip
     """Start a web call with an agent: the Call (channel `web`), its room with the agent
     dispatched into it, and a token for the caller to join."""
     container = container_of(request)
     cmd = InitiateCall(agent_id=body.agent_id, direction="web", channel="web")
-    call, _room = await open_call(container, actor(caller), cmd, checked_key(idempotency_key))
+    call, _room, replayed = await open_call(container, actor(caller), cmd, idempotency_key)
+    replayed_header(response, replayed)
     rooms = LiveKitRooms(container.settings.livekit)
-    identity = f"caller-{secrets.token_hex(6)}"
+    identity = _identity(caller, idempotency_key)
     token = rooms.join_token(call.room_name, identity, body.participant_name, TOKEN_TTL)
     return TokenResponse(
         call_id=call.id, room_name=call.room_name, url=container.settings.livekit.url,

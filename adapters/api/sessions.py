@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4, uuid5
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -20,7 +20,6 @@ from adapters.api.common import (
     MinVersionHeader,
     Offset,
     actor,
-    checked_key,
     container_of,
     write_headers,
 )
@@ -47,9 +46,11 @@ from commands.calls import (
     Result,
     StartCall,
 )
+from commands.idempotency import RequestKey
 from projections import call_queries
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+TURN_NAMESPACE = UUID("6b1f3c2e-9d4a-4f0e-8a7b-2c5d1e0f9a31")
 
 
 def _not_found(session_id: Any) -> ApiError:
@@ -89,23 +90,33 @@ def _room_call(request: Request, caller: Any, room_name: str, wait: bool = False
         time.sleep(0.02)
 
 
+def default_turn_id(caller: Any, key: RequestKey | None) -> str:
+    """A turn sent without ``turn_id``: named after its Idempotency-Key when it has one, so
+    that a retry is the same turn (and the same request); else a fresh id."""
+    if key is None:
+        return f"api-{uuid4()}"
+    name = f"{caller.space_id}:{key.key}"
+    return f"api-{uuid5(TURN_NAMESPACE, name)}"
+
+
 def _add_transcript(
-    request: Request, caller: Any, session_id: UUID, body: TranscriptCreate, key: str | None
-) -> Result:
+    request: Request, caller: Any, session_id: UUID, body: TranscriptCreate,
+    key: RequestKey | None,
+) -> Result:  # fmt: skip
     if body.end_ms < body.start_ms:
         raise ApiError(422, "invalid_request", "end_ms must not be before start_ms")
     cmd = AddTranscript(
-        call_id=session_id, turn_id=body.turn_id or f"api-{datetime.now().timestamp():.6f}",
+        call_id=session_id, turn_id=body.turn_id or default_turn_id(caller, key),
         speaker=body.speaker, text=body.text, start_ms=body.start_ms, end_ms=body.end_ms,
     )  # fmt: skip
-    return container_of(request).calls.add_transcript(actor(caller), cmd, checked_key(key))
+    return container_of(request).calls.add_transcript(actor(caller), cmd, key)
 
 
 def _end(
-    request: Request, caller: Any, session_id: UUID, body: SessionEnd, key: str | None
+    request: Request, caller: Any, session_id: UUID, body: SessionEnd, key: RequestKey | None
 ) -> Result:
     cmd = EndCall(call_id=session_id, reason=body.reason, duration_ms=body.duration_ms)
-    return container_of(request).calls.end_call(actor(caller), cmd, checked_key(key))
+    return container_of(request).calls.end_call(actor(caller), cmd, key)
 
 
 # -- by room (the worker knows its room, not always the id) ---------------------------------
@@ -156,9 +167,7 @@ def create_session(
     idempotency_key: IdempotencyKey = None,
 ) -> SessionPublic:  # fmt: skip
     cmd = InitiateCall(**body.model_dump())
-    result = container_of(request).calls.initiate_call(
-        actor(caller), cmd, checked_key(idempotency_key)
-    )
+    result = container_of(request).calls.initiate_call(actor(caller), cmd, idempotency_key)
     write_headers(response, result)
     response.headers["Location"] = f"/api/sessions/{result.id}"
     return _from_write(result)
@@ -189,9 +198,7 @@ def update_session(
         end = SessionEnd(reason=body.end_reason or "completed", duration_ms=body.duration_ms)
         return _accepted(response, _end(request, caller, session_id, end, idempotency_key))
     calls = container_of(request).calls
-    result = calls.start_call(
-        actor(caller), StartCall(call_id=session_id), checked_key(idempotency_key)
-    )
+    result = calls.start_call(actor(caller), StartCall(call_id=session_id), idempotency_key)
     return _accepted(response, result)
 
 
@@ -235,7 +242,5 @@ def transfer(
     body: TransferCreate, idempotency_key: IdempotencyKey = None,
 ) -> Accepted:  # fmt: skip
     cmd = RequestTransfer(call_id=session_id, mode=body.mode, target=body.target)
-    result = container_of(request).calls.request_transfer(
-        actor(caller), cmd, checked_key(idempotency_key)
-    )
+    result = container_of(request).calls.request_transfer(actor(caller), cmd, idempotency_key)
     return _accepted(response, result)

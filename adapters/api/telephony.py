@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from adapters.api.auth import CallerDep
 from adapters.api.call_rooms import open_call
-from adapters.api.common import IdempotencyKey, actor, checked_key, container_of
+from adapters.api.common import IdempotencyKey, actor, container_of, replayed_header
 from adapters.api.errors import ApiError
 from adapters.livekit.rooms import CallRoom
 from adapters.telephony import tokens, twiml
@@ -79,7 +79,7 @@ def _parameters(container: Any, room: CallRoom) -> tuple[dict[str, str], datetim
 
 @router.post("/api/telephony/streams", status_code=201, response_model=StreamResponse)
 async def open_stream(
-    request: Request, caller: CallerDep, body: StreamRequest,
+    request: Request, response: Response, caller: CallerDep, body: StreamRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> StreamResponse:  # fmt: skip
     """Start a phone call with an agent through the media bridge."""
@@ -88,7 +88,8 @@ async def open_stream(
         agent_id=body.agent_id, direction=body.direction, channel=body.channel,
         from_number=body.from_number, to_number=body.to_number,
     )  # fmt: skip
-    call, room = await open_call(container, actor(caller), cmd, checked_key(idempotency_key))
+    call, room, replayed = await open_call(container, actor(caller), cmd, idempotency_key)
+    replayed_header(response, replayed)
     parameters, expires = _parameters(container, room)
     url = twiml.stream_url(container.settings.telephony.bridge_public_url, body.channel)
     return StreamResponse(
@@ -160,7 +161,7 @@ async def twilio_voice(
                        ) from None  # fmt: skip
     who = Actor(space_id=space_id, subject=TWILIO_SUBJECT)
     try:  # Twilio retries a webhook: the CallSid makes the retry the same call
-        _call, room = await open_call(container, who, cmd, f"twilio-{call_sid}")
+        _call, room, _replayed = await open_call(container, who, cmd, f"twilio-{call_sid}")
     except (AgentNotFound, AgentArchived, ProviderUnavailable) as exc:
         log.warning("Twilio call %s to agent %s refused: %s", call_sid, agent_id, exc)
         message = "Sorry, this number cannot take calls right now. Goodbye."

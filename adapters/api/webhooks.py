@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -20,9 +21,9 @@ from adapters.api.common import (
     MinVersionHeader,
     Offset,
     actor,
-    checked_key,
     container_of,
     expected_version,
+    replayed_header,
     write_headers,
 )
 from adapters.api.errors import ApiError
@@ -46,9 +47,11 @@ from adapters.api.webhook_schemas import (
     TestBody,
 )
 from adapters.net.guard import TargetRefused, check_url
+from adapters.postgres.idempotency import answer_once
 from adapters.webhooks import deliveries
 from adapters.webhooks.queue import enqueue_one
 from adapters.webhooks.service import target_policy
+from commands.idempotency import RequestKey
 from commands.webhooks import (
     CreateEndpoint,
     DeleteEndpoint,
@@ -99,9 +102,7 @@ def create_endpoint(
     _checked_target(request, body.url)
     spec = EndpointSpec.model_validate(body.model_dump(exclude={"secret"}))
     cmd = CreateEndpoint(spec=spec, secret=body.secret)
-    result = container_of(request).webhooks.create_endpoint(
-        actor(caller), cmd, checked_key(idempotency_key)
-    )
+    result = container_of(request).webhooks.create_endpoint(actor(caller), cmd, idempotency_key)
     write_headers(response, result)
     response.headers["Location"] = f"/api/webhooks/{result.id}"
     assert result.endpoint is not None and result.secret is not None
@@ -161,7 +162,7 @@ def update_endpoint(
         endpoint_id=endpoint_id, patch=patch, expected_version=expected_version(if_match)
     )
     app = container_of(request).webhooks
-    return _written(response, app.update_endpoint(actor(caller), cmd, checked_key(idempotency_key)))
+    return _written(response, app.update_endpoint(actor(caller), cmd, idempotency_key))
 
 
 @router.delete("/{endpoint_id}", status_code=204)
@@ -171,7 +172,7 @@ def delete_endpoint(
 ) -> Response:  # fmt: skip
     cmd = DeleteEndpoint(endpoint_id=endpoint_id, expected_version=expected_version(if_match))
     app = container_of(request).webhooks
-    result = app.delete_endpoint(actor(caller), cmd, checked_key(idempotency_key))
+    result = app.delete_endpoint(actor(caller), cmd, idempotency_key)
     response = Response(status_code=204)
     write_headers(response, result)
     return response
@@ -187,7 +188,7 @@ def rotate_secret(
         endpoint_id=endpoint_id, overlap_seconds=body.overlap_seconds, secret=body.secret
     )
     app = container_of(request).webhooks
-    result = app.rotate_secret(actor(caller), cmd, checked_key(idempotency_key))
+    result = app.rotate_secret(actor(caller), cmd, idempotency_key)
     write_headers(response, result)
     endpoint = result.endpoint
     assert endpoint is not None and result.secret is not None
@@ -206,21 +207,39 @@ def _rotation_expiry(app: Any, endpoint_id: UUID, version: int) -> datetime:
 # -- deliveries ---------------------------------------------------------------------------
 @router.post("/{endpoint_id}/test", status_code=202, response_model=DeliveryQueued)
 def send_test(
-    request: Request, caller: CallerDep, endpoint_id: UUID, body: TestBody | None = None
-) -> DeliveryQueued:
+    request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
+    body: TestBody | None = None, idempotency_key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
     """Queue a `webhook.test` event to this endpoint, whatever it subscribes to."""
-    endpoint = _owned(request, caller, endpoint_id)
-    now = _now()
-    event_id = str(uuid.uuid4())
-    envelope = {
-        "event_id": event_id, "type": TEST_EVENT_TYPE, "schema_version": 1,
-        "space_id": caller.space_id, "aggregate_id": str(endpoint.id),
-        "aggregate_version": endpoint.version, "position": None, "occurred_at": iso_ms(now),
-        "data": {"message": (body or TestBody()).message, "endpoint_url": endpoint.spec.url},
-    }  # fmt: skip
-    with container_of(request).pool.connection() as conn:
+
+    def queue(conn: Any) -> dict[str, Any]:
+        endpoint = _owned(request, caller, endpoint_id)
+        now = _now()
+        event_id = str(uuid.uuid4())
+        envelope = {
+            "event_id": event_id, "type": TEST_EVENT_TYPE, "schema_version": 1,
+            "space_id": caller.space_id, "aggregate_id": str(endpoint.id),
+            "aggregate_version": endpoint.version, "position": None, "occurred_at": iso_ms(now),
+            "data": {"message": (body or TestBody()).message, "endpoint_url": endpoint.spec.url},
+        }  # fmt: skip
         delivery = enqueue_one(conn, endpoint.id, envelope, now)
-    return DeliveryQueued(delivery_id=delivery, event_id=event_id)
+        return DeliveryQueued(delivery_id=delivery, event_id=event_id).model_dump(mode="json")
+
+    return _once(request, response, caller, idempotency_key, "send_test_event", queue)
+
+
+def _once(
+    request: Request, response: Response, caller: Any, key: RequestKey | None, command: str,
+    work: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:  # fmt: skip
+    """The answer of a route that writes no event: ``work``'s, or a replayed key's first
+    (whatever became of the endpoint since, as for the routes that write events)."""
+    container = container_of(request)
+    _ = container.webhooks  # built: its recorder creates the keys table in a new database
+    with container.pool.connection() as conn:
+        answer, replayed = answer_once(conn, caller.space_id, key, command, work)
+    replayed_header(response, replayed)
+    return answer
 
 
 @router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage)
@@ -257,11 +276,13 @@ def get_delivery(
     response_model=DeliveryQueued,
 )  # fmt: skip
 def replay_delivery(
-    request: Request, caller: CallerDep, endpoint_id: UUID, delivery_id: UUID
-) -> DeliveryQueued:
+    request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
+    delivery_id: UUID, idempotency_key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
     """Send a delivery again (same `webhook-id`), with a fresh retry schedule."""
-    _owned(request, caller, endpoint_id)
-    with container_of(request).pool.connection() as conn:
+
+    def replay(conn: Any) -> dict[str, Any]:
+        _owned(request, caller, endpoint_id)
         row = deliveries.get_delivery(conn, caller.space_id, endpoint_id, delivery_id)
         if row is None:
             raise ApiError(404, "webhook_delivery_not_found", f"No delivery {delivery_id} here.")
@@ -271,18 +292,25 @@ def replay_delivery(
                 "webhook_delivery_pending",
                 "This delivery is still pending: it will be attempted anyway.",
             )
-    return DeliveryQueued(delivery_id=delivery_id, event_id=row["event_id"])
+        queued = DeliveryQueued(delivery_id=delivery_id, event_id=row["event_id"])
+        return queued.model_dump(mode="json")
+
+    return _once(request, response, caller, idempotency_key, "replay_delivery", replay)
 
 
 @router.post("/{endpoint_id}/replay", status_code=202, response_model=ReplayResult)
 def replay_failed(
-    request: Request, caller: CallerDep, endpoint_id: UUID, body: ReplayBody
-) -> ReplayResult:
+    request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
+    body: ReplayBody, idempotency_key: IdempotencyKey = None,
+) -> Any:  # fmt: skip
     """Send again every delivery of this endpoint that failed for good since `since`."""
-    _owned(request, caller, endpoint_id)
-    with container_of(request).pool.connection() as conn:
+
+    def replay(conn: Any) -> dict[str, Any]:
+        _owned(request, caller, endpoint_id)
         n = deliveries.replay_failed(conn, caller.space_id, endpoint_id, body.since, _now())
-    return ReplayResult(replayed=n)
+        return ReplayResult(replayed=n).model_dump(mode="json")
+
+    return _once(request, response, caller, idempotency_key, "replay_failed_deliveries", replay)
 
 
 @router.get("/{endpoint_id}/stats", response_model=QueueStats)

@@ -1,8 +1,10 @@
-"""The agents' event store recorder: eventsourcing's PostgreSQL recorder plus idempotency keys.
+"""The applications' event store recorder: eventsourcing's PostgreSQL recorder plus idempotency
+keys.
 
 The ``IdempotencyRecord``s passed to ``Application.save(..., records=[...])`` are inserted
-in the same transaction as the events. A replayed key collides on the primary key, the whole
-transaction rolls back, and the command layer answers with the first result.
+in the same transaction as the events, into the one ``idempotency_keys`` table that every
+application shares (adapters/postgres/idempotency.py). A replayed key collides on the primary
+key, the whole transaction rolls back, and the command layer answers with the first result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+from adapters.postgres import idempotency
 from commands.idempotency import IdempotencyRecord
 
 
@@ -24,26 +27,10 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         schema = Identifier(self.datastore.schema)
-        self._keys = Identifier(events_table_name.replace("_events", "") + "_idempotency_keys")
         self._events = Identifier(events_table_name)
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {schema}.{keys} ("
-                "space_id text NOT NULL, key text NOT NULL, command text NOT NULL, "
-                "fingerprint text NOT NULL, aggregate_id uuid NOT NULL, version bigint NOT NULL, "
-                "created_at timestamptz NOT NULL DEFAULT now(), "
-                "PRIMARY KEY (space_id, key))"
-            ).format(schema=schema, keys=self._keys)
-        )
-        self._insert_key = SQL(
-            "INSERT INTO {schema}.{keys} "
-            "(space_id, key, command, fingerprint, aggregate_id, version) "
-            "VALUES (%s, %s, %s, %s, %s, %s)"
-        ).format(schema=schema, keys=self._keys)
-        self._select_key = SQL(
-            "SELECT space_id, key, command, fingerprint, aggregate_id, version "
-            "FROM {schema}.{keys} WHERE space_id = %s AND key = %s"
-        ).format(schema=schema, keys=self._keys)
+        self.sql_create_statements.append(idempotency.create_statement(self.datastore.schema))
+        self._insert_key = idempotency.insert_statement(self.datastore.schema)
+        self._select_key = idempotency.select_statement(self.datastore.schema)
         self._select_after = SQL(
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
             "FROM {schema}.{events} e "
@@ -61,13 +48,7 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
     ) -> None:
         records = [r for r in kwargs.get("records") or () if isinstance(r, IdempotencyRecord)]
         if records:
-            curs.executemany(
-                self._insert_key,
-                [
-                    (r.space_id, r.key, r.command, r.fingerprint, r.aggregate_id, r.version)
-                    for r in records
-                ],
-            )
+            curs.executemany(self._insert_key, idempotency.insert_rows(records))
         super()._insert_events(curs, stored_events, **kwargs)
 
     def select_events_after(self, after: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
@@ -94,16 +75,7 @@ class IdempotentPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self._select_key, (space_id, key))
             row = curs.fetchone()
-        if row is None:
-            return None
-        return IdempotencyRecord(
-            row["space_id"],
-            row["key"],
-            row["command"],
-            row["fingerprint"],
-            row["aggregate_id"],
-            row["version"],
-        )
+        return None if row is None else idempotency.record_of(row)
 
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         with self.datastore.transaction(commit=False) as curs:

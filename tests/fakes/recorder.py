@@ -1,7 +1,13 @@
-"""In-memory recorder with idempotency keys, for unit tests of the command layer."""
+"""In-memory recorder with idempotency keys, for unit tests of the command layer.
+
+Like PostgreSQL's one ``idempotency_keys`` table, the keys are one store per space across
+applications: applications built with the same ``IDEMPOTENCY_KEYS`` env value share a store
+(``KeyStore``); without it each recorder has a store of its own.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -13,21 +19,43 @@ from eventsourcing.popo import POPOApplicationRecorder
 from commands.idempotency import IdempotencyRecord
 
 
-class IdempotentPOPORecorder(POPOApplicationRecorder):
+class KeyStore:
+    """The idempotency keys of a space, whatever the application (a shared table)."""
+
     def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: dict[tuple[str, str], IdempotencyRecord] = {}
+
+
+_STORES: dict[str, KeyStore] = {}
+
+
+def shared_keys(name: str) -> KeyStore:
+    return _STORES.setdefault(name, KeyStore())
+
+
+class IdempotentPOPORecorder(POPOApplicationRecorder):
+    def __init__(self, keys: KeyStore | None = None) -> None:
         super().__init__()
-        self.keys: dict[tuple[str, str], IdempotencyRecord] = {}
+        self.key_store = keys or KeyStore()
         self.positions: dict[tuple[UUID, int], int] = {}
         self.secrets: dict[tuple[UUID, int], Any] = {}  # (endpoint, version) -> SecretRecord
+
+    @property
+    def keys(self) -> dict[tuple[str, str], IdempotencyRecord]:
+        return self.key_store.records
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         records = [r for r in kwargs.get("records") or () if isinstance(r, IdempotencyRecord)]
-        with self._database_lock:
+        with self._database_lock, self.key_store.lock:
+            seen: set[tuple[str, str]] = set()
             for record in records:
-                if (record.space_id, record.key) in self.keys:
+                pk = (record.space_id, record.key)
+                if pk in self.keys or pk in seen:
                     raise IntegrityError(f"idempotency key {record.key} exists")
+                seen.add(pk)
             ids = super().insert_events(stored_events, **kwargs)
             for record in records:
                 self.keys[(record.space_id, record.key)] = record
@@ -57,7 +85,9 @@ class IdempotentPOPORecorder(POPOApplicationRecorder):
 
 
 class Factory(popo.POPOFactory):
-    """``PERSISTENCE_MODULE=tests.fakes.recorder``: POPO persistence with idempotency keys."""
+    """``PERSISTENCE_MODULE=tests.fakes.recorder``: POPO persistence with idempotency keys
+    (shared between applications that name the same ``IDEMPOTENCY_KEYS``)."""
 
     def application_recorder(self) -> IdempotentPOPORecorder:  # type: ignore[override]
-        return IdempotentPOPORecorder()
+        name = self.env.get("IDEMPOTENCY_KEYS")
+        return IdempotentPOPORecorder(shared_keys(name) if name else None)

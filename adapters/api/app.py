@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
 from adapters.api.errors import error_response, install_error_handlers
+from adapters.api.openapi import install_openapi
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
@@ -63,4 +64,5 @@ def create_app(container: Any) -> FastAPI:
     app.include_router(livekit.router)
     app.include_router(telephony.router)
     app.include_router(health.router)
+    install_openapi(app)
     return app

@@ -15,9 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.api.auth import CallerDep
-from adapters.api.call_rooms import open_call
+from adapters.api.call_rooms import OPEN_CALL, open_call
 from adapters.api.common import IdempotencyKey, actor, checked_key, container_of
 from adapters.api.errors import ApiError
+from adapters.api.openapi import errors
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
 from commands.call_commands import InitiateCall
@@ -42,7 +43,13 @@ class TokenResponse(BaseModel):
     participant_identity: str
 
 
-@router.post("/token", status_code=201, response_model=TokenResponse)
+class WebhookReceived(BaseModel):
+    received: bool
+    event: str = Field(description="LiveKit's event name, e.g. `room_finished`.")
+    signals: int = Field(description="How many provider signals it became.")
+
+
+@router.post("/token", status_code=201, response_model=TokenResponse, responses=errors(*OPEN_CALL))
 async def web_call_token(
     request: Request, caller: CallerDep, body: TokenRequest,
     idempotency_key: IdempotencyKey = None,
@@ -61,7 +68,11 @@ async def web_call_token(
     )  # fmt: skip
 
 
-@router.post("/webhook", include_in_schema=True)
+@router.post(
+    "/webhook",
+    response_model=WebhookReceived,
+    responses=errors("invalid_webhook_signature", "ingress_unavailable"),
+)
 async def livekit_webhook(
     request: Request, authorization: str | None = Header(None)
 ) -> dict[str, Any]:

@@ -52,6 +52,7 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_parameter": (400, "a path or query parameter holds what cannot be stored (e.g. NUL)"),
     "internal_error": (500, "a fault on our side; retry, and report the request id"),
     "store_unavailable": (503, "the database is unreachable right now; retry shortly"),
+    "bad_request": (400, "the body cannot be read as JSON (e.g. it is not UTF-8)"),
     "invalid_request": (422, "the body or a parameter is not valid: `details` says which"),
     # authentication (routes that take a bearer token)
     "unauthenticated": (401, "no token, or one that is malformed, expired or not for this API"),
@@ -145,6 +146,8 @@ def implied_codes(route: Any) -> list[str]:
         codes += ["unauthenticated", "space_missing", "auth_unavailable"]
     if params:
         codes.append("invalid_request")
+    if route.body_field is not None:
+        codes.append("bad_request")
     if "if-match" in headers:
         codes += ["invalid_if_match", "version_mismatch"]
     if "idempotency-key" in headers:

@@ -42,6 +42,10 @@ XML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
 TWIML = {"description": "TwiML: connect the call to the bridge, or say why not and hang up.",
          "content": {XML: {"schema": {"type": "string"}}}}  # fmt: skip
+TWILIO_FORM = {"requestBody": {"required": True, "content": {FORM: {"schema": {
+    "type": "object", "description": "Twilio's call parameters (it sends more).",
+    "properties": {k: {"type": "string"} for k in ("CallSid", "AccountSid", "From", "To")},
+}}}}}  # fmt: skip
 TWILIO = ("twilio_not_configured", "unsupported_media_type", "invalid_twilio_signature",
           "wrong_twilio_account", "invalid_call_sid")  # fmt: skip
 
@@ -115,8 +119,9 @@ def _signed_url(request: Request, public_api_url: str | None) -> str:
 
 
 @router.post(
-    "/api/twilio/voice", response_class=Response, responses={200: TWIML, **errors(*TWILIO)}
-)
+    "/api/twilio/voice", response_class=Response, responses={200: TWIML, **errors(*TWILIO)},
+    openapi_extra=TWILIO_FORM,
+)  # fmt: skip
 async def twilio_voice(
     request: Request,
     agent_id: UUID = Query(description="The agent that answers this number."),

@@ -5,6 +5,7 @@ code must be one the document lists for that status."""
 
 from __future__ import annotations
 
+import os
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from tests.support.processes import eventually
 pytestmark = pytest.mark.integration
 
 SPACE = f"contract-{uuid.uuid4().hex[:10]}"
+# CONTRACT_MAX_EXAMPLES=100 fuzzes deeper (minutes); the default keeps the test near a minute
+MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "12"))
 READ_WAIT_SECONDS = 0.3  # a fuzzed min_version waits this long, not the default 5 s
 
 
@@ -128,7 +131,9 @@ schema = schemathesis.openapi.from_dict(create_app(SimpleNamespace(verifier=None
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(
+    max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
+)
 def test_every_route_answers_as_the_openapi_document_says(case, real_app, issuer):
     if case.path_parameters:
         # half the time a real id in place of a valid one (the value decides: reproducible)

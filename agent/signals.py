@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from commands.signals import iso_ms
+from domain.text import scrubbed
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,18 @@ class SignalEmitter:
         self.emit("call.started")
 
     def transcript(self, turn_id: str, speaker: str, text: str, start_ms: int, end_ms: int) -> None:
-        self.emit("call.transcript", turn_id=turn_id, speaker=speaker, text=text,
+        # what STT heard or the LLM said: made storable (domain.text), or ingest would refuse it
+        self.emit("call.transcript", turn_id=turn_id, speaker=speaker, text=scrubbed(text),
                   start_ms=max(start_ms, 0), end_ms=max(end_ms, start_ms, 0))  # fmt: skip
 
     def tool_invoked(
         self, turn_id: str | None, name: str, arguments: dict[str, Any], result: Any,
         error: str | None, status: str, latency_ms: int,
     ) -> None:  # fmt: skip
-        self.emit("call.tool_invoked", turn_id=turn_id, name=name, arguments=arguments,
-                  result=result, error=error, status=status,
+        # the LLM's arguments and the tool's answer are third-party text: made storable
+        self.emit("call.tool_invoked", turn_id=turn_id, name=name,
+                  arguments=scrubbed(arguments), result=scrubbed(result),
+                  error=scrubbed(error), status=status,
                   latency_ms=max(latency_ms, 0))  # fmt: skip
 
     def dtmf(self, digit: str, offset_ms: int) -> None:

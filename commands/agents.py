@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field
 
 from commands.group_commit import GroupCommit
 from commands.writes import IdempotentWrites, Written
-from domain.agent_config import AgentConfig
+from domain.agent_config import MAX_CONFIG_BYTES, AgentConfig
 from domain.agents import VoiceAgent
 from domain.errors import ProviderUnavailable
+from domain.text import Storable, max_json_bytes
 
 
 class AgentNotFound(Exception):
@@ -37,24 +38,24 @@ class ConcurrentModification(Exception):
     code = "concurrent_modification"
 
 
-class Actor(BaseModel):
+class Actor(Storable):
     """Who asks: the caller's space scopes everything they may see or change."""
 
     space_id: str = Field(min_length=1, max_length=128)
     subject: str = Field(min_length=1, max_length=256)
 
 
-class CreateAgent(BaseModel):
+class CreateAgent(Storable):
     config: AgentConfig
 
 
-class UpdateAgent(BaseModel):
+class UpdateAgent(Storable):
     agent_id: UUID
-    patch: dict[str, Any]
+    patch: Annotated[dict[str, Any], max_json_bytes(MAX_CONFIG_BYTES)]
     expected_version: int | None = None
 
 
-class ArchiveAgent(BaseModel):
+class ArchiveAgent(Storable):
     agent_id: UUID
     expected_version: int | None = None
 

@@ -7,23 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from commands.signals import Channel, Direction, Speaker, TransferMode, UsageKind
 from commands.writes import Written
 from domain.calls import Call
+from domain.text import Storable
 
 
 class CallNotFound(Exception):
     code = "call_not_found"
 
 
-class CallCommand(BaseModel):
+class CallCommand(Storable):
     call_id: UUID
     at: datetime | None = None  # when it happened; now when not given
 
 
-class InitiateCall(BaseModel):
+class InitiateCall(Storable):
     agent_id: UUID
     direction: Direction
     channel: Channel

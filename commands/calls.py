@@ -10,14 +10,14 @@ every touched call in one transaction (DESIGN §8).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from copy import deepcopy
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from commands.agents import Actor, ConcurrentModification
 from commands.call_commands import (
@@ -46,6 +46,15 @@ AgentLookup = Callable[[Actor, UUID], VoiceAgent]
 SAVE_ATTEMPTS = 3  # per call, when the batch save met a concurrent writer
 
 
+@runtime_checkable
+class BatchLoader(Protocol):
+    """What the calls' recorder must offer the batch path: the stored events of many aggregates,
+    each above a given version, in (aggregate, version) order — one query for a whole batch.
+    Implemented by ``adapters.postgres.recorder`` and the unit tier's POPO fake."""
+
+    def select_events_after(self, after: Sequence[tuple[UUID, int]]) -> Sequence[StoredEvent]: ...
+
+
 class _Unloaded:
     """Marks "not loaded yet" (None means "no such call")."""
 
@@ -64,6 +73,12 @@ class CallsApplication(Application[UUID]):
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(env)
+        if not isinstance(self.recorder, BatchLoader):
+            raise TypeError(
+                f"the calls application needs a recorder with select_events_after (BatchLoader); "
+                f"{type(self.recorder).__name__} has none: set APPLICATION_RECORDER_TOPIC"
+            )
+        self._loader: BatchLoader = self.recorder
         self._agent_lookup = agent_lookup
         self._clock = clock or (lambda: datetime.now(UTC))
         self._group_commit = GroupCommit(self.save)
@@ -198,7 +213,7 @@ class CallsApplication(Application[UUID]):
         """Put the calls just saved in the aggregate cache (they are this batch's own copies,
         touched by nothing else now), so the next batch need not fast-forward them again."""
         cache = self.repository.cache
-        if cache is not None and getattr(self.recorder, "select_events_after", None):
+        if cache is not None:
             for call_id, call in saved.items():
                 cache.put(call_id, call)
 
@@ -255,8 +270,7 @@ class CallsApplication(Application[UUID]):
         """Every call of a batch, brought up to date with ONE query (the aggregate cache's
         fast-forward, done for the whole batch instead of once per call)."""
         cache = self.repository.cache
-        select_after = getattr(self.recorder, "select_events_after", None)
-        if cache is None or select_after is None:
+        if cache is None:
             return {call_id: self._load(call_id) for call_id in call_ids}
         calls: dict[UUID, Any] = {}
         for call_id in call_ids:
@@ -264,7 +278,7 @@ class CallsApplication(Application[UUID]):
                 calls[call_id] = cache.get(call_id)
         after = [(i, calls[i].version if i in calls else 0) for i in call_ids]
         fresh: dict[UUID, Any] = {}  # calls fast-forwarded here: copies, the cache untouched
-        for stored in select_after(after):
+        for stored in self._loader.select_events_after(after):
             event: Any = self.mapper.to_domain_event(stored)
             call_id = event.originator_id
             if call_id not in fresh:

@@ -15,7 +15,9 @@ from functools import cache
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from domain.text import JSON_TOO_DEEP, JSON_TOO_LARGE, UNSTORABLE_TEXT, Storable, max_json_bytes
 
 SCHEMA_VERSION: Literal[1] = 1
 Direction = Literal["inbound", "outbound", "web"]
@@ -29,6 +31,8 @@ UsageKind = Literal[
 ]
 Millis = Annotated[int, Field(ge=0)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
+# what a tool was called with and answered (third-party JSON, reported by the worker)
+ToolJson = Annotated[Any, max_json_bytes(256 * 1024)]
 
 
 class SignalRejected(Exception):
@@ -45,7 +49,7 @@ def iso_ms(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-class _Signal(BaseModel):
+class _Signal(Storable):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     signal_id: str = Field(min_length=1, max_length=200)
@@ -99,11 +103,11 @@ class TranscriptSignal(_Signal):
 
 class ToolInvokedSignal(_Signal):
     type: Literal["call.tool_invoked"] = "call.tool_invoked"
-    turn_id: str | None = None
+    turn_id: str | None = Field(None, max_length=256)
     name: Name
-    arguments: dict[str, Any] = Field(default_factory=dict)
-    result: Any = None
-    error: str | None = None
+    arguments: Annotated[dict[str, Any], max_json_bytes(256 * 1024)] = Field(default_factory=dict)
+    result: ToolJson = None
+    error: str | None = Field(None, max_length=4000)
     status: ToolStatus
     latency_ms: Millis
 
@@ -182,7 +186,8 @@ def _adapter() -> TypeAdapter[Signal]:
 
 def parse_signal(raw: bytes | str | None) -> Signal:
     """The signal in ``raw`` (UTF-8 JSON), or ``SignalRejected`` with code ``malformed_json``,
-    ``unknown_signal_type`` or ``invalid_signal``."""
+    ``unknown_signal_type``, ``unstorable_text`` (text or numbers our stores cannot hold,
+    e.g. a NUL character: domain/text.py) or ``invalid_signal``."""
     if raw is None or raw in (b"", ""):
         raise SignalRejected("malformed_json", "empty message")
     try:
@@ -218,8 +223,12 @@ def _rejected(exc: ValidationError) -> SignalRejected:
             "unknown_signal_type", f"type must be one of {', '.join(SIGNAL_TYPES)}"
         )
     parts = []
+    unstorable = {UNSTORABLE_TEXT, JSON_TOO_DEEP, JSON_TOO_LARGE}
+    if kinds & unstorable:
+        errors = [e for e in errors if e["type"] in unstorable]
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
         where = ".".join(loc[1:] if loc and loc[0] in SIGNAL_TYPES else loc) or "signal"
         parts.append(f"{where}: {err['msg']}")
-    return SignalRejected("invalid_signal", "; ".join(parts))
+    code = "unstorable_text" if kinds & unstorable else "invalid_signal"
+    return SignalRejected(code, "; ".join(parts))

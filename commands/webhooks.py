@@ -13,15 +13,16 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from commands.agents import Actor, ConcurrentModification, VersionMismatch
 from commands.group_commit import GroupCommit
 from commands.writes import IdempotentWrites, Written
+from domain.text import Storable, max_json_bytes
 from domain.webhooks import EndpointSpec, WebhookEndpoint
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -72,7 +73,7 @@ def check_secret(value: str) -> str:
     return value
 
 
-class _WithSecret(BaseModel):
+class _WithSecret(Storable):
     secret: str | None = Field(None, description="Your own secret; generated when absent.")
 
     @field_validator("secret")
@@ -85,13 +86,13 @@ class CreateEndpoint(_WithSecret):
     spec: EndpointSpec
 
 
-class UpdateEndpoint(BaseModel):
+class UpdateEndpoint(Storable):
     endpoint_id: UUID
-    patch: dict[str, Any]
+    patch: Annotated[dict[str, Any], max_json_bytes(64 * 1024)]
     expected_version: int | None = None
 
 
-class DeleteEndpoint(BaseModel):
+class DeleteEndpoint(Storable):
     endpoint_id: UUID
     expected_version: int | None = None
 
@@ -104,7 +105,7 @@ class RotateSecret(_WithSecret):
     )  # fmt: skip
 
 
-class DisableEndpoint(BaseModel):
+class DisableEndpoint(Storable):
     endpoint_id: UUID
     reason: str = Field(max_length=500)
     failing_since: datetime

@@ -1,0 +1,9 @@
+"""The domain: aggregates, events, value objects (pure).
+
+The aggregate modules are imported here so that ``domain.catalogue`` sees every event type
+whichever domain module is loaded first.
+"""
+
+from domain import agents, calls, webhooks
+
+__all__ = ["agents", "calls", "webhooks"]

@@ -6,18 +6,24 @@ events never depend on these classes' Python shape; ``AgentConfig.model_validate
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from domain.text import Storable, check_json_size, check_storable, max_json_bytes
 
 TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 PROVIDER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$"
+MAX_HEADER_VALUE = 4096
+MAX_CONFIG_BYTES = 512 * 1024  # the whole configuration as JSON: events stay far below 1 MB
+VariableName = Annotated[str, Field(min_length=1, max_length=128)]
+VariableValue = Annotated[str, Field(max_length=10_000)]
 
 
-class Frozen(BaseModel):
+class Frozen(Storable):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -25,18 +31,19 @@ def check_http_url(value: str | None) -> str | None:
     """A syntactic check only; where a URL may point is decided at connect time (SSRF guard)."""
     if value is None:
         return None
+    if len(value) > 2048:
+        raise ValueError("must be at most 2048 characters")
+    check_storable(value)  # urlsplit must not see a NUL (it would pass it through)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL, e.g. https://example.com/hook")
     if parts.username or parts.password:
         raise ValueError("must not embed credentials; put them in the tool's headers instead")
-    if len(value) > 2048:
-        raise ValueError("must be at most 2048 characters")
     return value
 
 
 class SttConfig(Frozen):
-    provider: str = Field("whisper-local", pattern=PROVIDER_NAME)
+    provider: str = Field("whisper-local", max_length=64, pattern=PROVIDER_NAME)
     model: str | None = Field(None, max_length=128)
 
 
@@ -49,8 +56,8 @@ class ScriptRule(Frozen):
 
     match: str = Field(min_length=1, max_length=500, description="Regex, case-insensitive.")
     reply: str = Field("", max_length=2000)
-    tool: str | None = Field(None, pattern=TOOL_NAME)
-    arguments: dict[str, Any] = Field(default_factory=dict)
+    tool: str | None = Field(None, max_length=64, pattern=TOOL_NAME)
+    arguments: Annotated[dict[str, Any], max_json_bytes(16 * 1024)] = Field(default_factory=dict)
     end_call: bool = Field(False, description="Hang up after the reply.")
 
     @field_validator("match")
@@ -72,7 +79,7 @@ class ScriptRule(Frozen):
 
 
 class LlmConfig(Frozen):
-    provider: str = Field("scripted", pattern=PROVIDER_NAME)
+    provider: str = Field("scripted", max_length=64, pattern=PROVIDER_NAME)
     model: str | None = Field(None, max_length=128)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     base_url: str | None = Field(
@@ -90,7 +97,7 @@ class LlmConfig(Frozen):
 
 
 class TtsConfig(Frozen):
-    provider: str = Field("espeak", pattern=PROVIDER_NAME)
+    provider: str = Field("espeak", max_length=64, pattern=PROVIDER_NAME)
     voice: str | None = Field(None, max_length=128)
     model: str | None = Field(None, max_length=128)
 
@@ -98,15 +105,17 @@ class TtsConfig(Frozen):
 class ToolConfig(Frozen):
     """An HTTP endpoint the agent may call as a function tool."""
 
-    name: str = Field(pattern=TOOL_NAME)
+    name: str = Field(max_length=64, pattern=TOOL_NAME)
     description: str = Field(min_length=1, max_length=1024)
-    parameters: dict[str, Any] = Field(
+    parameters: Annotated[dict[str, Any], max_json_bytes(64 * 1024)] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema of the arguments (an object schema).",
     )
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     url: str
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE)]] = Field(
+        default_factory=dict
+    )
     timeout_seconds: float = Field(10.0, gt=0, le=60)
 
     @field_validator("url")
@@ -152,7 +161,7 @@ class AgentConfig(Frozen):
     description: str = Field("", max_length=2000)
     system_prompt: str = Field("", max_length=100_000)
     first_message: str = Field("", max_length=2000)
-    language: str = Field("en", pattern=LANGUAGE)
+    language: str = Field("en", max_length=35, pattern=LANGUAGE)
     stt: SttConfig = SttConfig()
     llm: LlmConfig = LlmConfig()
     tts: TtsConfig = TtsConfig()
@@ -165,8 +174,9 @@ class AgentConfig(Frozen):
         "is still there; after a second such silence it ends the call.",
     )  # fmt: skip
     silence_prompt: str = Field("Are you still there?", max_length=500)
-    variables: dict[str, str] = Field(
+    variables: Annotated[dict[VariableName, VariableValue], max_json_bytes(64 * 1024)] = Field(
         default_factory=dict,
+        max_length=200,
         description="Default dynamic variables for `{{name}}` placeholders (the pre-call "
         "webhook can override them per call).",
     )
@@ -189,6 +199,7 @@ class AgentConfig(Frozen):
         unknown = sorted({r.tool for r in self.llm.script if r.tool and r.tool not in names})
         if unknown:
             raise ValueError(f"llm.script names tools that are not configured: {unknown}")
+        check_json_size(self.as_data(), MAX_CONFIG_BYTES, "the whole configuration")
         return self
 
     def as_data(self) -> dict[str, Any]:

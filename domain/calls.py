@@ -49,6 +49,24 @@ def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
+class CallEvent(Aggregate.Event):
+    """What every call event after ``call.initiated`` carries: the call's space, the worker-side
+    time ``at`` and the id of the signal that caused it. Applying one remembers its signal id
+    (duplicates then change nothing); ``mutate_call`` holds what a type changes beyond that."""
+
+    space_id: str
+    at: str
+    signal_id: str | None
+
+    def apply(self, aggregate: Any) -> None:
+        if self.signal_id:
+            aggregate.signals.add(self.signal_id)
+        self.mutate_call(aggregate)
+
+    def mutate_call(self, call: Any) -> None:
+        """The state a type changes besides the signal ids (runs again on every replay)."""
+
+
 class Call(Aggregate):
     TOPIC = "voxagent.Call"
 
@@ -68,29 +86,27 @@ class Call(Aggregate):
         at: str
         signal_id: str | None
 
-    class Started(Aggregate.Event):
+    class Started(CallEvent):
         TOPIC = "call.started"
         SCHEMA_VERSION = 1
-        space_id: str
-        at: str
-        signal_id: str | None
 
-    class TranscriptAdded(Aggregate.Event):
+        def mutate_call(self, call: Any) -> None:
+            call.started_at = self.at
+            if call.status == "initiated":
+                call.status = "in_progress"
+
+    class TranscriptAdded(CallEvent):
         TOPIC = "call.transcript_added"
         SCHEMA_VERSION = 1
-        space_id: str
         turn_id: str
         speaker: str
         text: str
         start_ms: int
         end_ms: int
-        at: str
-        signal_id: str | None
 
-    class ToolInvoked(Aggregate.Event):
+    class ToolInvoked(CallEvent):
         TOPIC = "call.tool_invoked"
         SCHEMA_VERSION = 1
-        space_id: str
         turn_id: str | None
         name: str
         arguments: dict[str, Any]
@@ -98,68 +114,62 @@ class Call(Aggregate):
         error: str | None
         status: str
         latency_ms: int
-        at: str
-        signal_id: str | None
 
-    class DtmfReceived(Aggregate.Event):
+    class DtmfReceived(CallEvent):
         TOPIC = "call.dtmf_received"
         SCHEMA_VERSION = 1
-        space_id: str
         digit: str
         offset_ms: int
-        at: str
-        signal_id: str | None
 
-    class TransferRequested(Aggregate.Event):
+    class TransferRequested(CallEvent):
         TOPIC = "call.transfer_requested"
         SCHEMA_VERSION = 1
-        space_id: str
         mode: str
         target: str
-        at: str
-        signal_id: str | None
 
-    class TransferCompleted(Aggregate.Event):
+        def mutate_call(self, call: Any) -> None:
+            call.transfer = f"{self.mode}:{self.target}"
+            call.status = "transferring"
+
+    class TransferCompleted(CallEvent):
         TOPIC = "call.transfer_completed"
         SCHEMA_VERSION = 1
-        space_id: str
         mode: str
         target: str
         succeeded: bool
-        at: str
-        signal_id: str | None
 
-    class UsageRecorded(Aggregate.Event):
+        def mutate_call(self, call: Any) -> None:
+            call.transfer = None
+            call.status = "in_progress"
+
+    class UsageRecorded(CallEvent):
         TOPIC = "call.usage_recorded"
         SCHEMA_VERSION = 1
-        space_id: str
         provider: str
         model: str
         kind: str
         quantity: float
-        at: str
-        signal_id: str | None
 
-    class TurnMetricsRecorded(Aggregate.Event):
+    class TurnMetricsRecorded(CallEvent):
         TOPIC = "call.turn_metrics_recorded"
         SCHEMA_VERSION = 1
-        space_id: str
         turn_id: str
         end_of_speech_to_first_audio_ms: int | None
         stt_final_ms: int | None
         llm_first_token_ms: int | None
         tts_first_byte_ms: int | None
-        at: str
-        signal_id: str | None
 
-    class Ended(Aggregate.Event):
+    class Ended(CallEvent):
         TOPIC = "call.ended"
         SCHEMA_VERSION = 1
-        space_id: str
         reason: str
         duration_ms: int
-        at: str
-        signal_id: str | None
+
+        def mutate_call(self, call: Any) -> None:
+            call.status = "ended"
+            call.ended_at = self.at
+            call.end_reason = self.reason
+            call.duration_ms = self.duration_ms
 
     @event(Created)
     def __init__(
@@ -235,7 +245,7 @@ class Call(Aggregate):
         self._ensure_open("start")
         if self.started_at is not None:
             return False  # answered once; a repeated "started" from another source is harmless
-        self._started(space_id=self.space_id, at=at, signal_id=signal_id)
+        self.trigger_event(self.Started, space_id=self.space_id, at=at, signal_id=signal_id)
         return True
 
     def add_transcript(
@@ -255,7 +265,8 @@ class Call(Aggregate):
         _one_of(speaker, SPEAKERS, "speaker")
         if start_ms < 0 or end_ms < start_ms:
             raise InvalidSignal("transcript offsets must satisfy 0 <= start_ms <= end_ms")
-        self._transcript_added(
+        self.trigger_event(
+            self.TranscriptAdded,
             space_id=self.space_id,
             turn_id=turn_id,
             speaker=speaker,
@@ -286,7 +297,8 @@ class Call(Aggregate):
         _one_of(status, TOOL_STATUSES, "tool status")
         if latency_ms < 0:
             raise InvalidSignal("latency_ms must not be negative")
-        self._tool_invoked(
+        self.trigger_event(
+            self.ToolInvoked,
             space_id=self.space_id,
             turn_id=turn_id,
             name=name,
@@ -309,8 +321,13 @@ class Call(Aggregate):
         _one_of(digit, DTMF_DIGITS, "DTMF digit")
         if offset_ms < 0:
             raise InvalidSignal("offset_ms must not be negative")
-        self._dtmf_received(
-            space_id=self.space_id, digit=digit, offset_ms=offset_ms, at=at, signal_id=signal_id
+        self.trigger_event(
+            self.DtmfReceived,
+            space_id=self.space_id,
+            digit=digit,
+            offset_ms=offset_ms,
+            at=at,
+            signal_id=signal_id,
         )
         return True
 
@@ -323,8 +340,13 @@ class Call(Aggregate):
         _one_of(mode, TRANSFER_MODES, "transfer mode")
         if self.started_at is None:
             raise CallNotStarted(f"call {self.id} has not been answered; it cannot be transferred")
-        self._transfer_requested(
-            space_id=self.space_id, mode=mode, target=target, at=at, signal_id=signal_id
+        self.trigger_event(
+            self.TransferRequested,
+            space_id=self.space_id,
+            mode=mode,
+            target=target,
+            at=at,
+            signal_id=signal_id,
         )
         return True
 
@@ -335,7 +357,8 @@ class Call(Aggregate):
         if self.transfer is None:
             raise InvalidSignal(f"call {self.id} has no transfer in progress")
         mode, target = self.transfer.split(":", 1)
-        self._transfer_completed(
+        self.trigger_event(
+            self.TransferCompleted,
             space_id=self.space_id,
             mode=mode,
             target=target,
@@ -361,7 +384,8 @@ class Call(Aggregate):
         _one_of(kind, USAGE_KINDS, "usage kind")
         if quantity < 0:
             raise InvalidSignal("usage quantity must not be negative")
-        self._usage_recorded(
+        self.trigger_event(
+            self.UsageRecorded,
             space_id=self.space_id,
             provider=provider,
             model=model,
@@ -386,7 +410,8 @@ class Call(Aggregate):
         if self.seen(signal_id):
             return False
         self._ensure_open("record turn metrics")
-        self._turn_metrics_recorded(
+        self.trigger_event(
+            self.TurnMetricsRecorded,
             space_id=self.space_id,
             turn_id=turn_id,
             end_of_speech_to_first_audio_ms=end_of_speech_to_first_audio_ms,
@@ -404,7 +429,8 @@ class Call(Aggregate):
         self._ensure_open("end")
         if duration_ms < 0:
             raise InvalidSignal("duration_ms must not be negative")
-        self._ended(
+        self.trigger_event(
+            self.Ended,
             space_id=self.space_id,
             reason=reason,
             duration_ms=duration_ms,
@@ -416,110 +442,3 @@ class Call(Aggregate):
     def _ensure_open(self, what: str) -> None:
         if self.status == "ended":
             raise CallEnded(f"call {self.id} has ended; it cannot {what} any more")
-
-    # -- mutators (run again on every replay) -----------------------------------------------
-    def _remember(self, signal_id: str | None) -> None:
-        if signal_id:
-            self.signals.add(signal_id)
-
-    @event(Started)
-    def _started(self, space_id: str, at: str, signal_id: str | None) -> None:
-        self.started_at = at
-        if self.status == "initiated":
-            self.status = "in_progress"
-        self._remember(signal_id)
-
-    @event(TranscriptAdded)
-    def _transcript_added(
-        self,
-        space_id: str,
-        turn_id: str,
-        speaker: str,
-        text: str,
-        start_ms: int,
-        end_ms: int,
-        at: str,
-        signal_id: str | None,
-    ) -> None:
-        self._remember(signal_id)
-
-    @event(ToolInvoked)
-    def _tool_invoked(
-        self,
-        space_id: str,
-        turn_id: str | None,
-        name: str,
-        arguments: dict[str, Any],
-        result: Any,
-        error: str | None,
-        status: str,
-        latency_ms: int,
-        at: str,
-        signal_id: str | None,
-    ) -> None:
-        self._remember(signal_id)
-
-    @event(DtmfReceived)
-    def _dtmf_received(
-        self, space_id: str, digit: str, offset_ms: int, at: str, signal_id: str | None
-    ) -> None:
-        self._remember(signal_id)
-
-    @event(TransferRequested)
-    def _transfer_requested(
-        self, space_id: str, mode: str, target: str, at: str, signal_id: str | None
-    ) -> None:
-        self.transfer = f"{mode}:{target}"
-        self.status = "transferring"
-        self._remember(signal_id)
-
-    @event(TransferCompleted)
-    def _transfer_completed(
-        self,
-        space_id: str,
-        mode: str,
-        target: str,
-        succeeded: bool,
-        at: str,
-        signal_id: str | None,
-    ) -> None:
-        self.transfer = None
-        self.status = "in_progress"
-        self._remember(signal_id)
-
-    @event(UsageRecorded)
-    def _usage_recorded(
-        self,
-        space_id: str,
-        provider: str,
-        model: str,
-        kind: str,
-        quantity: float,
-        at: str,
-        signal_id: str | None,
-    ) -> None:
-        self._remember(signal_id)
-
-    @event(TurnMetricsRecorded)
-    def _turn_metrics_recorded(
-        self,
-        space_id: str,
-        turn_id: str,
-        end_of_speech_to_first_audio_ms: int | None,
-        stt_final_ms: int | None,
-        llm_first_token_ms: int | None,
-        tts_first_byte_ms: int | None,
-        at: str,
-        signal_id: str | None,
-    ) -> None:
-        self._remember(signal_id)
-
-    @event(Ended)
-    def _ended(
-        self, space_id: str, reason: str, duration_ms: int, at: str, signal_id: str | None
-    ) -> None:
-        self.status = "ended"
-        self.ended_at = at
-        self.end_reason = reason
-        self.duration_ms = duration_ms
-        self._remember(signal_id)

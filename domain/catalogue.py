@@ -6,21 +6,34 @@ import re
 from functools import cache
 from typing import Any
 
+from eventsourcing.domain import Aggregate
+
 from domain.contract import CONTEXT_OF
 
 _PATTERN = re.compile(r"^(\*|[a-z]+\.\*|[a-z]+\.[a-z_]+)$")
 TEST_EVENT_TYPE = "webhook.test"  # sent on request to one endpoint, whatever it subscribes to
 
 
+def _aggregates() -> list[type[Aggregate]]:
+    """Every aggregate class of the domain: ``domain/__init__`` imports each aggregate module,
+    so the catalogue is whole whenever any domain module is loaded, without importing them here
+    (``domain.webhooks`` checks its subscriptions against this catalogue)."""
+    found, todo = [], list(Aggregate.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.startswith("domain.") and str(getattr(cls, "TOPIC", "")).startswith(
+            "voxagent."
+        ):
+            found.append(cls)
+    return sorted(found, key=lambda cls: cls.__qualname__)
+
+
 @cache
 def event_classes() -> tuple[Any, ...]:
-    from domain.agents import VoiceAgent
-    from domain.calls import Call
-    from domain.webhooks import WebhookEndpoint
-
     return tuple(
         cls
-        for aggregate in (VoiceAgent, Call, WebhookEndpoint)
+        for aggregate in _aggregates()
         for cls in vars(aggregate).values()
         if isinstance(cls, type) and "." in str(getattr(cls, "TOPIC", ""))
         and not str(getattr(cls, "TOPIC", "")).startswith("voxagent.")

@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from domain.agent_config import check_http_url
 from domain.catalogue import check_event_pattern
 from domain.errors import DomainError, InvalidConfig
+from domain.text import Storable
 
 MAX_PATTERNS = 64
 
@@ -26,7 +27,7 @@ class EndpointDeleted(DomainError):
     code = "webhook_endpoint_deleted"
 
 
-class EndpointSpec(BaseModel):
+class EndpointSpec(Storable):
     """What an operator configures; validated before any event is recorded."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 
 from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
 from adapters.api.errors import error_response, install_error_handlers
 from adapters.api.openapi import install_openapi
+from adapters.api.text_guard import TextGuard
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
@@ -18,6 +23,8 @@ from commands.webhooks import EndpointNotFound
 from domain.calls import CallEnded, CallNotStarted, InvalidSignal
 from domain.errors import AgentArchived, InvalidConfig, ProviderUnavailable
 from domain.webhooks import EndpointDeleted
+
+log = logging.getLogger(__name__)
 
 # exception -> (HTTP status, stable code); the exception's message says what to do
 _MAPPED: dict[type[Exception], tuple[int, str]] = {
@@ -37,6 +44,29 @@ _MAPPED: dict[type[Exception], tuple[int, str]] = {
 }
 
 
+# PostgreSQL (event store, read models) does not answer: the caller retries; nothing was written
+# (a command's events and its idempotency record commit together or not at all)
+_STORE_AWAY = (
+    persistence.OperationalError,
+    persistence.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("PostgreSQL unavailable: %s", type(exc).__name__)
+    return error_response(
+        request,
+        503,
+        "store_unavailable",
+        "The event store does not answer right now; nothing was written. Retry in a few seconds "
+        "(with the same Idempotency-Key for a write).",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _handler(status: int, code: str) -> Callable[[Request, Exception], Any]:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, status, code, getattr(exc, "message", None) or str(exc))
@@ -54,8 +84,11 @@ def create_app(container: Any) -> FastAPI:
     app.state.container = container
     app.state.verifier = container.verifier
     install_error_handlers(app)
+    app.add_middleware(TextGuard)  # NUL or invalid UTF-8 in a URL or header: 422, for every route
     for exc_type, (status, code) in _MAPPED.items():
         app.add_exception_handler(exc_type, _handler(status, code))
+    for away in _STORE_AWAY:
+        app.add_exception_handler(away, _store_unavailable)
     app.include_router(agents.router)
     app.include_router(sessions.router)
     app.include_router(costs.router)

@@ -24,6 +24,7 @@ import jwt
 from fastapi import Depends, Request
 
 from adapters.api.errors import ApiError
+from domain.text import text_problem
 from infra.settings import AuthSettings
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,15 @@ class JwtVerifier:
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            _unauthenticated("The token's `sub` claim must be a non-empty string.")
+        if (
+            not isinstance(subject, str)
+            or not subject
+            or len(subject) > 256
+            or text_problem(subject)
+        ):
+            # the subject is recorded in events as the actor: it must be storable (domain.text)
+            _unauthenticated("The token's `sub` claim must be a string of 1-256 characters "
+                             "without NUL or invalid Unicode.")  # fmt: skip
         space = claims.get(self._settings.space_claim)
         if not isinstance(space, str) or not _SPACE_ID.fullmatch(space):
             raise ApiError(

@@ -50,12 +50,13 @@ def _probe(check: Any) -> dict[str, Any]:
 
 
 APPLICATIONS = ("agents", "calls", "webhooks")  # every application the relay publishes
+PROBE_TIMEOUT = 3.0  # seconds a probe waits for a connection: /health answers while one is away
 
 
 def _postgres(container: Any) -> dict[str, Any]:
     """Per application: the event store's head and how far the relay is behind it."""
     stores: dict[str, Any] = {}
-    with container.pool.connection() as conn:
+    with container.pool.connection(timeout=PROBE_TIMEOUT) as conn:
         for app in APPLICATIONS:
             head = conn.execute(f"SELECT max(notification_id) FROM {app}_events").fetchone()
             relay = conn.execute(

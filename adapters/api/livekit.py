@@ -22,13 +22,15 @@ from adapters.api.openapi import errors
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
 from commands.call_commands import InitiateCall
+from commands.signals import SignalRejected, validate_signal
+from domain.text import Storable
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/livekit", tags=["livekit"])
 TOKEN_TTL = timedelta(hours=1)
 
 
-class TokenRequest(BaseModel):
+class TokenRequest(Storable):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: UUID
@@ -71,19 +73,29 @@ async def web_call_token(
 @router.post(
     "/webhook",
     response_model=WebhookReceived,
-    responses=errors("invalid_webhook_signature", "ingress_unavailable"),
+    responses=errors("invalid_body", "invalid_webhook_signature", "ingress_unavailable"),
 )
 async def livekit_webhook(
     request: Request, authorization: str | None = Header(None)
 ) -> dict[str, Any]:
     """LiveKit's room webhooks (authenticated by LiveKit's signed token, not a user's)."""
     container = container_of(request)
-    body = (await request.body()).decode("utf-8", errors="replace")
+    try:
+        body = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_body", "The webhook body is not UTF-8 text.") from None
     try:
         event = verify(container.settings.livekit, body, authorization)
     except InvalidWebhook as exc:
         raise ApiError(401, exc.code, str(exc)) from None
     produced = signals_of(event)
+    for signal in produced:  # what ingest would refuse is refused here, while LiveKit listens
+        try:
+            validate_signal(signal)
+        except SignalRejected as exc:
+            raise ApiError(
+                422, exc.code, f"LiveKit's event cannot be taken: {exc.message}"
+            ) from None
     if produced:
         await run_in_threadpool(_produce, container, produced)
     return {"received": True, "event": event.event, "signals": len(produced)}

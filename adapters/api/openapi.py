@@ -3,10 +3,11 @@ route can answer with.
 
 Each route names the errors of its own next to its decorator (``responses=errors(
 "agent_not_found", "agent_archived")``); what follows from the route's shape is added here in one
-place (:func:`install_openapi`): the authentication errors of a route that takes a caller, 422
-``invalid_request`` of a route with parameters, ``If-Match``, ``Idempotency-Key`` and
-``min_version`` errors of the routes that take them, and 400, 500 and 503 everywhere they can
-happen. Each error status documents :class:`ErrorBody` and lists its codes (``x-error-codes``),
+place (:func:`install_openapi`): 422 ``invalid_request`` and 500 everywhere (the text guard
+checks every URL and header), the authentication errors of a route that takes a caller,
+``If-Match``, ``Idempotency-Key`` and ``min_version`` errors of the routes that take them, 400
+``bad_request`` of a JSON body, and 503 ``store_unavailable`` wherever the database is used. Each
+error status documents :class:`ErrorBody` and lists its codes (``x-error-codes``),
 which docs/api.md's table and the contract test read.
 """
 
@@ -49,11 +50,13 @@ class ErrorBody(BaseModel):
 # onto them (a unit test keeps the two equal).
 CODES: dict[str, tuple[int, str]] = {
     # any route
-    "invalid_parameter": (400, "a path or query parameter holds what cannot be stored (e.g. NUL)"),
     "internal_error": (500, "a fault on our side; retry, and report the request id"),
     "store_unavailable": (503, "the database is unreachable right now; retry shortly"),
     "bad_request": (400, "the body cannot be read as JSON (e.g. it is not UTF-8)"),
-    "invalid_request": (422, "the body or a parameter is not valid: `details` says which"),
+    "invalid_request": (
+        422,
+        "the body, a parameter or a header is not valid (e.g. NUL): `details` says which",
+    ),
     # authentication (routes that take a bearer token)
     "unauthenticated": (401, "no token, or one that is malformed, expired or not for this API"),
     "space_missing": (403, "the token names no valid space"),
@@ -89,6 +92,8 @@ CODES: dict[str, tuple[int, str]] = {
     "unsupported_media_type": (415, "the body is not form-encoded"),
     "invalid_twilio_signature": (403, "`X-Twilio-Signature` does not match the request"),
     "wrong_twilio_account": (403, "the webhook comes from another Twilio account"),
+    "invalid_form": (400, "the form body is not UTF-8 text our stores can hold"),
+    "invalid_body": (400, "the webhook body is not UTF-8 text"),
     "invalid_call_sid": (400, "`CallSid` is not Twilio's `CA...` identifier"),
 }
 
@@ -137,15 +142,9 @@ def implied_codes(route: Any) -> list[str]:
     deps = list(_dependants(route.dependant))
     headers = {f.alias.lower() for d in deps for f in d.header_params}
     queries = {f.alias for d in deps for f in d.query_params}
-    params = any(
-        d.path_params or d.query_params or d.header_params or d.cookie_params or d.body_params
-        for d in deps
-    )
-    codes = ["invalid_parameter", "internal_error"]
+    codes = ["invalid_request", "internal_error"]  # TextGuard checks every URL and header
     if any(d.call is get_caller for d in deps):
         codes += ["unauthenticated", "space_missing", "auth_unavailable"]
-    if params:
-        codes.append("invalid_request")
     if route.body_field is not None:
         codes.append("bad_request")
     if "if-match" in headers:

@@ -3,38 +3,44 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.agent_config import AgentConfig
+from domain.agent_config import MAX_CONFIG_BYTES, AgentConfig
+from domain.text import Storable, max_json_bytes
+
+PatchObject = Annotated[dict[str, Any], max_json_bytes(MAX_CONFIG_BYTES)]
 
 
 class AgentCreate(AgentConfig):
     """The configuration of a new agent (every field but ``name`` has a default)."""
 
 
-class AgentPatch(BaseModel):
+class AgentPatch(Storable):
     """A JSON merge patch (RFC 7396) of an agent's configuration: nested objects merge,
     ``null`` restores a field's default, lists (``tools``) are replaced whole."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    description: str | None = None
-    system_prompt: str | None = None
-    first_message: str | None = None
-    language: str | None = None
-    stt: dict[str, Any] | None = None
-    llm: dict[str, Any] | None = None
-    tts: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    webhooks: dict[str, Any] | None = None
+    # the merged configuration is validated as a whole (AgentConfig); these bound the patch
+    name: str | None = Field(None, max_length=200)
+    description: str | None = Field(None, max_length=2000)
+    system_prompt: str | None = Field(None, max_length=100_000)
+    first_message: str | None = Field(None, max_length=2000)
+    language: str | None = Field(None, max_length=35)
+    stt: PatchObject | None = None
+    llm: PatchObject | None = None
+    tts: PatchObject | None = None
+    tools: Annotated[list[dict[str, Any]], max_json_bytes(MAX_CONFIG_BYTES)] | None = Field(
+        None, max_length=64
+    )
+    webhooks: PatchObject | None = None
     max_call_duration_seconds: int | None = None
     silence_timeout_seconds: float | None = None
-    silence_prompt: str | None = None
-    variables: dict[str, str] | None = None
+    silence_prompt: str | None = Field(None, max_length=500)
+    variables: Annotated[dict[str, str], max_json_bytes(MAX_CONFIG_BYTES)] | None = None
 
 
 class AgentPublic(AgentConfig):

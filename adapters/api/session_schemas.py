@@ -9,10 +9,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.text import Storable
+
 Status = Literal["initiated", "in_progress", "transferring", "ended"]
 
 
-class SessionCreate(BaseModel):
+class SessionCreate(Storable):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: UUID
@@ -23,7 +25,7 @@ class SessionCreate(BaseModel):
     to_number: str | None = Field(None, max_length=64)
 
 
-class SessionUpdate(BaseModel):
+class SessionUpdate(Storable):
     """Move a session along: ``in_progress`` (answered) or ``ended`` (with a reason)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,14 +35,14 @@ class SessionUpdate(BaseModel):
     duration_ms: int | None = Field(None, ge=0)
 
 
-class SessionEnd(BaseModel):
+class SessionEnd(Storable):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field("completed", min_length=1, max_length=256)
     duration_ms: int | None = Field(None, ge=0)
 
 
-class TranscriptCreate(BaseModel):
+class TranscriptCreate(Storable):
     model_config = ConfigDict(extra="forbid")
 
     speaker: Literal["user", "agent"]
@@ -50,14 +52,14 @@ class TranscriptCreate(BaseModel):
     turn_id: str | None = Field(None, min_length=1, max_length=256)
 
 
-class TransferCreate(BaseModel):
+class TransferCreate(Storable):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["warm", "cold"] = "cold"
     target: str = Field(min_length=1, max_length=256)
 
 
-class UsageEventCreate(BaseModel):
+class UsageEventCreate(Storable):
     model_config = ConfigDict(extra="forbid")
 
     session_id: UUID

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from twilio.request_validator import RequestValidator
 
 from adapters.api.auth import CallerDep
@@ -33,6 +33,7 @@ from adapters.telephony import tokens, twiml
 from commands.agents import Actor, AgentNotFound
 from commands.call_commands import InitiateCall
 from domain.errors import AgentArchived, ProviderUnavailable
+from domain.text import Storable, text_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["telephony"])
@@ -47,10 +48,10 @@ TWILIO_FORM = {"requestBody": {"required": True, "content": {FORM: {"schema": {
     "properties": {k: {"type": "string"} for k in ("CallSid", "AccountSid", "From", "To")},
 }}}}}  # fmt: skip
 TWILIO = ("twilio_not_configured", "unsupported_media_type", "invalid_twilio_signature",
-          "wrong_twilio_account", "invalid_call_sid")  # fmt: skip
+          "wrong_twilio_account", "invalid_call_sid", "invalid_form")  # fmt: skip
 
 
-class StreamRequest(BaseModel):
+class StreamRequest(Storable):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: UUID
@@ -111,6 +112,20 @@ async def open_stream(
     )  # fmt: skip
 
 
+def _form(body: bytes) -> dict[str, str]:
+    """A form body's fields; 400 ``invalid_form`` unless it is UTF-8 text our stores can hold
+    (no NUL, no invalid percent-encoded UTF-8)."""
+    try:
+        fields = parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_form", "The form body is not UTF-8 text.") from None
+    for name, value in fields:
+        why = text_problem(name) or text_problem(value)
+        if why is not None:
+            raise ApiError(400, "invalid_form", f"The form field {name!r} {why}.")
+    return dict(fields)
+
+
 def _signed_url(request: Request, public_api_url: str | None) -> str:
     if not public_api_url:
         return str(request.url)
@@ -138,8 +153,7 @@ async def twilio_voice(
                        "Set telephony.twilio_auth_token to take Twilio calls.")  # fmt: skip
     if not request.headers.get("content-type", "").startswith(FORM):
         raise ApiError(415, "unsupported_media_type", f"Twilio's webhooks are {FORM}.")
-    form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"),
-                          keep_blank_values=True))  # fmt: skip
+    form = _form(await request.body())
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     if not signature or not validator.validate(
         _signed_url(request, settings.public_api_url), form, signature
@@ -152,10 +166,15 @@ async def twilio_voice(
     call_sid = form.get("CallSid", "")
     if not re.fullmatch(r"CA[0-9a-fA-F]{32}", call_sid):
         raise ApiError(400, "invalid_call_sid", "CallSid must be Twilio's CA... identifier.")
-    cmd = InitiateCall(
-        agent_id=agent_id, direction="inbound", channel="twilio_media_streams",
-        from_number=(form.get("From") or None), to_number=(form.get("To") or None),
-    )  # fmt: skip
+    try:
+        cmd = InitiateCall(
+            agent_id=agent_id, direction="inbound", channel="twilio_media_streams",
+            from_number=(form.get("From") or None), to_number=(form.get("To") or None),
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_request", "Twilio's From or To cannot be taken: "
+                       + "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors()),
+                       ) from None  # fmt: skip
     who = Actor(space_id=space_id, subject=TWILIO_SUBJECT)
     try:  # Twilio retries a webhook: the CallSid makes the retry the same call
         _call, room = await open_call(container, who, cmd, f"twilio-{call_sid}")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from commands.webhooks import check_secret
-from domain.webhooks import EndpointSpec
+from domain.text import Storable
+from domain.webhooks import MAX_PATTERNS, EndpointSpec
 
 
 def _checked_secret(value: str | None) -> str | None:
@@ -18,19 +19,22 @@ def _checked_secret(value: str | None) -> str | None:
 
 class EndpointCreate(EndpointSpec):
     secret: str | None = Field(
-        None, description="Your own signing secret (`whsec_` + base64 of 24-64 bytes); "
+        None, max_length=256,
+        description="Your own signing secret (`whsec_` + base64 of 24-64 bytes); "
         "generated when absent."
     )  # fmt: skip
 
     _secret = field_validator("secret")(_checked_secret)
 
 
-class EndpointPatch(BaseModel):
+class EndpointPatch(Storable):
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = None
-    description: str | None = None
-    event_types: list[str] | None = None
+    url: str | None = Field(None, max_length=2048)
+    description: str | None = Field(None, max_length=1024)
+    event_types: list[Annotated[str, Field(max_length=128)]] | None = Field(
+        None, max_length=MAX_PATTERNS
+    )
     enabled: bool | None = None
 
 
@@ -58,14 +62,16 @@ class EndpointPage(BaseModel):
     offset: int
 
 
-class RotateBody(BaseModel):
+class RotateBody(Storable):
     model_config = ConfigDict(extra="forbid")
 
     overlap_seconds: int = Field(
         86_400, ge=0, le=604_800,
         description="How long the previous secret keeps signing next to the new one.",
     )  # fmt: skip
-    secret: str | None = Field(None, description="Your own new secret; generated when absent.")
+    secret: str | None = Field(
+        None, max_length=256, description="Your own new secret; generated when absent."
+    )
 
     _secret = field_validator("secret")(_checked_secret)
 
@@ -118,7 +124,7 @@ class DeliveryPage(BaseModel):
     offset: int
 
 
-class TestBody(BaseModel):
+class TestBody(Storable):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field("Test event from Voxagent", max_length=500)
@@ -130,7 +136,7 @@ class DeliveryQueued(BaseModel):
     status: DeliveryStatus = "pending"
 
 
-class ReplayBody(BaseModel):
+class ReplayBody(Storable):
     model_config = ConfigDict(extra="forbid")
 
     since: AwareDatetime = Field(

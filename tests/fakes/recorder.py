@@ -48,6 +48,13 @@ class IdempotentPOPORecorder(POPOApplicationRecorder):
     def position_of(self, aggregate_id: UUID, version: int) -> int | None:
         return self.positions.get((aggregate_id, version))
 
+    def select_events_after(self, after: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """``commands.calls.BatchLoader``, as the PostgreSQL recorder does it."""
+        found: list[StoredEvent] = []
+        for aggregate_id, version in sorted(after, key=lambda a: str(a[0])):
+            found.extend(self.select_events(aggregate_id, gt=version or None))
+        return found
+
 
 class Factory(popo.POPOFactory):
     """``PERSISTENCE_MODULE=tests.fakes.recorder``: POPO persistence with idempotency keys."""

@@ -22,7 +22,12 @@ from domain.calls import CallEnded, CallNotStarted
 
 pytestmark = pytest.mark.unit
 
-ENV = {"PERSISTENCE_MODULE": "tests.fakes.recorder"}
+# with the aggregate cache on, as in production, so the batch path loads through BatchLoader
+ENV = {
+    "PERSISTENCE_MODULE": "tests.fakes.recorder",
+    "AGGREGATE_CACHE_MAXSIZE": "1000",
+    "AGGREGATE_CACHE_FASTFORWARD": "y",
+}
 ALICE = Actor(space_id="space-a", subject="alice")
 MALLORY = Actor(space_id="space-m", subject="mallory")
 NOW = datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
@@ -291,19 +296,19 @@ def test_a_replayed_batch_changes_nothing(app):
 def test_a_conflicting_batch_is_saved_call_by_call(app):
     a, b = uuid.uuid4(), uuid.uuid4()
     app.apply_signals([signal("call.initiated", a, 0), signal("call.initiated", b, 0)])
-    stale = app.repository.get(a)  # another writer moves call a on after our load
-    real_load = app._load
+    stale = app.repository.get(a)  # another writer moves call a on after our batch load
+    real_load_many = app._load_many
 
-    def racing_load(call_id):
-        call = real_load(call_id)
-        if call_id == a and not raced:
+    def racing_load_many(call_ids):
+        calls = real_load_many(call_ids)
+        if a in call_ids and not raced:
             raced.append(True)
             stale.start(at="2026-01-31T12:00:00.000Z", signal_id="other-writer")
             app.save(stale)
-        return call
+        return calls
 
     raced = []
-    app._load = racing_load
+    app._load_many = racing_load_many
     outcomes = app.apply_signals([signal("call.started", a, 1), signal("call.started", b, 1)])
     assert statuses(outcomes) == [("duplicate", None), ("applied", None)]
     assert event_types(app, a) == ["call.initiated", "call.started"]

@@ -41,7 +41,7 @@ def test_every_route_documents_its_error_statuses_with_our_error_body(app, spec)
             name = f"{method} {route.path_format}"
             responses = documented[name]["responses"]
             errors = {s: r for s, r in responses.items() if not s.startswith("2")}
-            assert {"400", "500"} <= set(errors), name
+            assert {"422", "500"} <= set(errors), name
             for status, expected in route_codes(route).items():
                 if name == "GET /health" and status == 503:
                     continue

@@ -24,12 +24,15 @@ from adapters.api.common import (
     write_headers,
 )
 from adapters.api.errors import ApiError
+from adapters.api.openapi import errors
 from adapters.api.reads import read_at_least
 from adapters.api.schemas import AgentCreate, AgentPage, AgentPatch, AgentPublic
 from commands.agents import ArchiveAgent, CreateAgent, Result, UpdateAgent
 from projections import agent_queries
 
 router = APIRouter(prefix="/api/agents", tags=["agents"])
+_CONFIG = ("invalid_config", "provider_unavailable")
+_CHANGE = ("agent_not_found", "agent_archived", "concurrent_modification")
 
 
 def _public_from_write(result: Result) -> AgentPublic:
@@ -88,7 +91,7 @@ def list_agents(
     return AgentPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{agent_id}", response_model=AgentPublic)
+@router.get("/{agent_id}", response_model=AgentPublic, responses=errors("agent_not_found"))
 def get_agent(
     request: Request,
     response: Response,
@@ -109,7 +112,7 @@ def get_agent(
     return _public_from_row(row)
 
 
-@router.post("", status_code=201, response_model=AgentPublic)
+@router.post("", status_code=201, response_model=AgentPublic, responses=errors(*_CONFIG))
 def create_agent(
     request: Request,
     response: Response,
@@ -125,7 +128,7 @@ def create_agent(
     return _public_from_write(result)
 
 
-@router.patch("/{agent_id}", response_model=AgentPublic)
+@router.patch("/{agent_id}", response_model=AgentPublic, responses=errors(*_CHANGE, *_CONFIG))
 def update_agent(
     request: Request,
     response: Response,
@@ -146,7 +149,7 @@ def update_agent(
     return _public_from_write(result)
 
 
-@router.delete("/{agent_id}", status_code=204)
+@router.delete("/{agent_id}", status_code=204, responses=errors(*_CHANGE))
 def archive_agent(
     request: Request,
     caller: CallerDep,

@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 
 from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
 from adapters.api.errors import error_response, install_error_handlers
+from adapters.api.openapi import install_openapi
 from adapters.api.text_guard import TextGuard
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
@@ -96,4 +97,5 @@ def create_app(container: Any) -> FastAPI:
     app.include_router(livekit.router)
     app.include_router(telephony.router)
     app.include_router(health.router)
+    install_openapi(app)
     return app

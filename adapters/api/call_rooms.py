@@ -19,6 +19,14 @@ from domain.errors import ProviderUnavailable
 from domain.providers import problems
 
 log = logging.getLogger(__name__)
+# what opening a call can meet (the web token and telephony routes)
+OPEN_CALL = (
+    "agent_not_found",
+    "agent_archived",
+    "provider_unavailable",
+    "call_ended",
+    "livekit_unavailable",
+)
 
 
 async def open_call(

@@ -9,8 +9,15 @@ from fastapi import APIRouter, Query, Request, Response
 
 from adapters.api.auth import CallerDep
 from adapters.api.common import IdempotencyKey, actor, container_of
-from adapters.api.session_schemas import Accepted, UsageEventCreate
-from adapters.api.sessions import _accepted
+from adapters.api.openapi import errors
+from adapters.api.session_schemas import (
+    Accepted,
+    CostByAgent,
+    CostSummary,
+    CostTimeline,
+    UsageEventCreate,
+)
+from adapters.api.sessions import CHANGE, _accepted
 from commands.calls import RecordUsage
 from projections import call_queries
 
@@ -22,13 +29,13 @@ Until = Annotated[date | None, Query(description="first day excluded (UTC)")]
 GRANULARITY = {"daily": "day", "weekly": "week", "monthly": "month"}
 
 
-@router.get("/summary")
+@router.get("/summary", response_model=CostSummary)
 def summary(request: Request, caller: CallerDep, since: Since = None, until: Until = None) -> Any:
     with container_of(request).pool.connection() as conn:
         return call_queries.cost_summary(conn, caller.space_id, since=since, until=until)
 
 
-@router.get("/timeline")
+@router.get("/timeline", response_model=CostTimeline)
 def timeline(
     request: Request, caller: CallerDep,
     granularity: Literal["daily", "weekly", "monthly"] = "daily",
@@ -42,14 +49,14 @@ def timeline(
     return {"granularity": granularity, "points": points}
 
 
-@router.get("/by-agent")
+@router.get("/by-agent", response_model=CostByAgent)
 def by_agent(request: Request, caller: CallerDep, since: Since = None, until: Until = None) -> Any:
     with container_of(request).pool.connection() as conn:
         agents = call_queries.cost_by_agent(conn, caller.space_id, since=since, until=until)
     return {"agents": agents}
 
 
-@usage_router.post("/events", status_code=201, response_model=Accepted)
+@usage_router.post("/events", status_code=201, response_model=Accepted, responses=errors(*CHANGE))
 def log_usage(
     request: Request, response: Response, caller: CallerDep, body: UsageEventCreate,
     idempotency_key: IdempotencyKey = None,

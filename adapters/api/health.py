@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(tags=["health"])
+
+
+class Dependency(BaseModel):
+    """One dependency's probe; figures of its own beside these (event store positions and the
+    relay's lag for PostgreSQL, brokers for Kafka, the version of ClickHouse)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool
+    latency_ms: float | None = Field(None, description="When it answered.")
+    error: str | None = Field(None, description="When it did not: what failed.")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    dependencies: dict[str, Dependency] = Field(description="`postgres`, `kafka`, `clickhouse`.")
+
+
+HEALTH: dict[int | str, dict[str, Any]] = {
+    200: {"model": Health, "description": "Every dependency answers."},
+    503: {"model": Health, "description": "`degraded`: some dependency does not answer."},
+}
 
 
 def _probe(check: Any) -> dict[str, Any]:
@@ -77,7 +100,7 @@ def _clickhouse(container: Any) -> dict[str, Any]:
         client.disconnect()
 
 
-@router.get("/health")
+@router.get("/health", responses=HEALTH)
 def health(request: Request) -> JSONResponse:
     container = request.app.state.container
     deps = {

@@ -16,9 +16,10 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.api.auth import CallerDep
-from adapters.api.call_rooms import open_call
+from adapters.api.call_rooms import OPEN_CALL, open_call
 from adapters.api.common import IdempotencyKey, actor, container_of, replayed_header
 from adapters.api.errors import ApiError
+from adapters.api.openapi import errors
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
 from commands.call_commands import InitiateCall
@@ -46,6 +47,12 @@ class TokenResponse(BaseModel):
     participant_identity: str
 
 
+class WebhookReceived(BaseModel):
+    received: bool
+    event: str = Field(description="LiveKit's event name, e.g. `room_finished`.")
+    signals: int = Field(description="How many provider signals it became.")
+
+
 def _identity(caller: Any, key: RequestKey | None) -> str:
     """The caller's participant identity: derived from the Idempotency-Key when there is one,
     so that a replay answers the same call, room and identity (with a freshly signed token)."""
@@ -55,7 +62,7 @@ def _identity(caller: Any, key: RequestKey | None) -> str:
     return f"caller-{digest[:12]}"
 
 
-@router.post("/token", status_code=201, response_model=TokenResponse)
+@router.post("/token", status_code=201, response_model=TokenResponse, responses=errors(*OPEN_CALL))
 async def web_call_token(
     request: Request, response: Response, caller: CallerDep, body: TokenRequest,
     idempotency_key: IdempotencyKey = None,
@@ -75,7 +82,11 @@ async def web_call_token(
     )  # fmt: skip
 
 
-@router.post("/webhook", include_in_schema=True)
+@router.post(
+    "/webhook",
+    response_model=WebhookReceived,
+    responses=errors("invalid_body", "invalid_webhook_signature", "ingress_unavailable"),
+)
 async def livekit_webhook(
     request: Request, authorization: str | None = Header(None)
 ) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -131,3 +131,69 @@ class Accepted(BaseModel):
     session_id: UUID
     version: int
     status: str
+
+
+# -- costs: amounts in USD (numbers, micro-dollar precision) ----------------------------------
+class CategoryCost(BaseModel):
+    quantity: float = Field(description="In the category's display unit.")
+    unit: str = Field(description="`minutes`, `tokens` or `characters`.")
+    cost_usd: float
+
+
+class CostLine(BaseModel):
+    provider: str
+    model: str
+    kind: str
+    category: str
+    quantity: float
+    unit: str
+    unit_price: float
+    cost_usd: float
+    price_entry: str = Field(description="The catalog entry that priced it, or `unpriced`.")
+    usage_count: int
+
+
+class CostBreakdown(BaseModel):
+    call_id: UUID
+    total_usd: float | None
+    categories: dict[str, CategoryCost] = Field(description="Every category, zeros included.")
+    lines: list[CostLine]
+
+
+class ProviderCost(BaseModel):
+    provider: str
+    cost_usd: float
+    usage_count: int
+
+
+class CostSummary(BaseModel):
+    total_usd: float
+    call_count: int = Field(description="Calls initiated in the period.")
+    usage_count: int
+    by_provider: list[ProviderCost] = Field(description="Most expensive first.")
+    by_category: dict[str, CategoryCost]
+
+
+class CostPeriod(BaseModel):
+    period: date = Field(description="The period's first day (weeks start on Monday).")
+    cost_usd: float
+    usage_count: int
+    by_category: dict[str, float] = Field(description="Cost per category.")
+
+
+class CostTimeline(BaseModel):
+    granularity: Literal["daily", "weekly", "monthly"]
+    points: list[CostPeriod] = Field(description="Oldest first; periods with usage only.")
+
+
+class AgentCost(BaseModel):
+    agent_id: str
+    agent_name: str | None = Field(description="None when the agent is unknown.")
+    cost_usd: float
+    usage_count: int
+    call_count: int
+    by_category: dict[str, float]
+
+
+class CostByAgent(BaseModel):
+    agents: list[AgentCost] = Field(description="Most expensive first.")

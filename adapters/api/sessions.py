@@ -24,10 +24,12 @@ from adapters.api.common import (
     write_headers,
 )
 from adapters.api.errors import ApiError
+from adapters.api.openapi import errors
 from adapters.api.reads import read_at_least
 from adapters.api.session_schemas import (
     Accepted,
     Analysis,
+    CostBreakdown,
     SessionCreate,
     SessionEnd,
     SessionPage,
@@ -51,6 +53,9 @@ from projections import call_queries
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 TURN_NAMESPACE = UUID("6b1f3c2e-9d4a-4f0e-8a7b-2c5d1e0f9a31")
+
+# what a write to an existing session can meet
+CHANGE = ("session_not_found", "call_ended", "invalid_call_update", "concurrent_modification")
 
 
 def _not_found(session_id: Any) -> ApiError:
@@ -120,12 +125,14 @@ def _end(
 
 
 # -- by room (the worker knows its room, not always the id) ---------------------------------
-@router.get("/by-room/{room_name}", response_model=SessionPublic)
+@router.get(
+    "/by-room/{room_name}", response_model=SessionPublic, responses=errors("session_not_found")
+)
 def get_by_room(request: Request, caller: CallerDep, room_name: str) -> SessionPublic:
     return SessionPublic(**_room_call(request, caller, room_name))
 
 
-@router.post("/by-room/{room_name}/end", response_model=Accepted)
+@router.post("/by-room/{room_name}/end", response_model=Accepted, responses=errors(*CHANGE))
 def end_by_room(
     request: Request, response: Response, caller: CallerDep, room_name: str,
     body: SessionEnd | None = None, idempotency_key: IdempotencyKey = None,
@@ -135,7 +142,12 @@ def end_by_room(
     return _accepted(response, result)
 
 
-@router.post("/by-room/{room_name}/transcripts", status_code=201, response_model=Accepted)
+@router.post(
+    "/by-room/{room_name}/transcripts",
+    status_code=201,
+    response_model=Accepted,
+    responses=errors(*CHANGE),
+)
 def add_transcript_by_room(
     request: Request, response: Response, caller: CallerDep, room_name: str,
     body: TranscriptCreate, idempotency_key: IdempotencyKey = None,
@@ -161,7 +173,12 @@ def list_sessions(
     return SessionPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.post("", status_code=201, response_model=SessionPublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=SessionPublic,
+    responses=errors("agent_not_found", "agent_archived", "invalid_call_update"),
+)
 def create_session(
     request: Request, response: Response, caller: CallerDep, body: SessionCreate,
     idempotency_key: IdempotencyKey = None,
@@ -173,7 +190,7 @@ def create_session(
     return _from_write(result)
 
 
-@router.get("/{session_id}", response_model=SessionPublic)
+@router.get("/{session_id}", response_model=SessionPublic, responses=errors("session_not_found"))
 def get_session(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     min_version: MinVersion = None, min_version_header: MinVersionHeader = None,
@@ -189,7 +206,7 @@ def get_session(
     return SessionPublic(**row)
 
 
-@router.patch("/{session_id}", response_model=Accepted)
+@router.patch("/{session_id}", response_model=Accepted, responses=errors(*CHANGE))
 def update_session(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     body: SessionUpdate, idempotency_key: IdempotencyKey = None,
@@ -202,7 +219,11 @@ def update_session(
     return _accepted(response, result)
 
 
-@router.get("/{session_id}/transcripts", response_model=list[Transcript])
+@router.get(
+    "/{session_id}/transcripts",
+    response_model=list[Transcript],
+    responses=errors("session_not_found"),
+)
 def get_transcripts(request: Request, caller: CallerDep, session_id: UUID) -> list[Any]:
     with container_of(request).pool.connection() as conn:
         if call_queries.get_call(conn, caller.space_id, session_id) is None:
@@ -210,7 +231,9 @@ def get_transcripts(request: Request, caller: CallerDep, session_id: UUID) -> li
         return call_queries.transcripts(conn, caller.space_id, session_id)
 
 
-@router.post("/{session_id}/transcripts", status_code=201, response_model=Accepted)
+@router.post(
+    "/{session_id}/transcripts", status_code=201, response_model=Accepted, responses=errors(*CHANGE)
+)
 def add_transcript(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     body: TranscriptCreate, idempotency_key: IdempotencyKey = None,
@@ -218,7 +241,9 @@ def add_transcript(
     return _accepted(response, _add_transcript(request, caller, session_id, body, idempotency_key))
 
 
-@router.get("/{session_id}/analysis", response_model=Analysis)
+@router.get(
+    "/{session_id}/analysis", response_model=Analysis, responses=errors("session_not_found")
+)
 def get_analysis(request: Request, caller: CallerDep, session_id: UUID) -> Analysis:
     """Empty (``pending``) until the post-call analysis exists."""
     with container_of(request).pool.connection() as conn:
@@ -227,7 +252,11 @@ def get_analysis(request: Request, caller: CallerDep, session_id: UUID) -> Analy
     return Analysis(session_id=session_id, status="pending", analysis=None)
 
 
-@router.get("/{session_id}/cost-breakdown")
+@router.get(
+    "/{session_id}/cost-breakdown",
+    response_model=CostBreakdown,
+    responses=errors("session_not_found"),
+)
 def get_cost_breakdown(request: Request, caller: CallerDep, session_id: UUID) -> Any:
     with container_of(request).pool.connection() as conn:
         breakdown = call_queries.cost_breakdown(conn, caller.space_id, session_id)
@@ -236,7 +265,12 @@ def get_cost_breakdown(request: Request, caller: CallerDep, session_id: UUID) ->
     return breakdown
 
 
-@router.post("/{session_id}/transfer", status_code=202, response_model=Accepted)
+@router.post(
+    "/{session_id}/transfer",
+    status_code=202,
+    response_model=Accepted,
+    responses=errors(*CHANGE, "call_not_started"),
+)
 def transfer(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     body: TransferCreate, idempotency_key: IdempotencyKey = None,

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from twilio.request_validator import RequestValidator
 
 from adapters.api.auth import CallerDep
-from adapters.api.call_rooms import open_call
+from adapters.api.call_rooms import OPEN_CALL, open_call
 from adapters.api.common import IdempotencyKey, actor, container_of, replayed_header
 from adapters.api.errors import ApiError
+from adapters.api.openapi import errors
 from adapters.livekit.rooms import CallRoom
 from adapters.telephony import tokens, twiml
 from commands.agents import Actor, AgentNotFound
@@ -40,6 +41,14 @@ PhoneChannel = Literal["twilio_media_streams", "voximplant"]
 TWILIO_SUBJECT = "system:twilio"
 XML = "application/xml"
 FORM = "application/x-www-form-urlencoded"
+TWIML = {"description": "TwiML: connect the call to the bridge, or say why not and hang up.",
+         "content": {XML: {"schema": {"type": "string"}}}}  # fmt: skip
+TWILIO_FORM = {"requestBody": {"required": True, "content": {FORM: {"schema": {
+    "type": "object", "description": "Twilio's call parameters (it sends more).",
+    "properties": {k: {"type": "string"} for k in ("CallSid", "AccountSid", "From", "To")},
+}}}}}  # fmt: skip
+TWILIO = ("twilio_not_configured", "unsupported_media_type", "invalid_twilio_signature",
+          "wrong_twilio_account", "invalid_call_sid", "invalid_form")  # fmt: skip
 
 
 class StreamRequest(Storable):
@@ -77,7 +86,12 @@ def _parameters(container: Any, room: CallRoom) -> tuple[dict[str, str], datetim
     return {"call_id": room.call_id, "token": token}, expires
 
 
-@router.post("/api/telephony/streams", status_code=201, response_model=StreamResponse)
+@router.post(
+    "/api/telephony/streams",
+    status_code=201,
+    response_model=StreamResponse,
+    responses=errors(*OPEN_CALL),
+)
 async def open_stream(
     request: Request, response: Response, caller: CallerDep, body: StreamRequest,
     idempotency_key: IdempotencyKey = None,
@@ -120,7 +134,10 @@ def _signed_url(request: Request, public_api_url: str | None) -> str:
     return public_api_url.rstrip("/") + request.url.path + query
 
 
-@router.post("/api/twilio/voice", response_class=Response)
+@router.post(
+    "/api/twilio/voice", response_class=Response, responses={200: TWIML, **errors(*TWILIO)},
+    openapi_extra=TWILIO_FORM,
+)  # fmt: skip
 async def twilio_voice(
     request: Request,
     agent_id: UUID = Query(description="The agent that answers this number."),

@@ -27,6 +27,7 @@ from adapters.api.common import (
     write_headers,
 )
 from adapters.api.errors import ApiError
+from adapters.api.openapi import errors
 from adapters.api.reads import read_at_least
 from adapters.api.webhook_schemas import (
     DeliveryDetail,
@@ -65,6 +66,8 @@ from domain.webhooks import EndpointSpec, WebhookEndpoint
 from projections import webhooks as endpoint_queries
 
 router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
+_CHANGE = ("webhook_endpoint_not_found", "concurrent_modification")
+_DELIVERY = ("webhook_endpoint_not_found", "webhook_delivery_not_found")
 
 
 def _now() -> datetime:
@@ -94,7 +97,12 @@ def _owned(request: Request, caller: Any, endpoint_id: UUID) -> WebhookEndpoint:
 
 
 # -- endpoints ----------------------------------------------------------------------------
-@router.post("", status_code=201, response_model=EndpointCreated)
+@router.post(
+    "",
+    status_code=201,
+    response_model=EndpointCreated,
+    responses=errors("webhook_target_refused", "invalid_config"),
+)
 def create_endpoint(
     request: Request, response: Response, caller: CallerDep, body: EndpointCreate,
     idempotency_key: IdempotencyKey = None,
@@ -126,7 +134,9 @@ def space_stats(request: Request, caller: CallerDep) -> QueueStats:
         return QueueStats(**deliveries.queue_stats(conn, caller.space_id, _now()))
 
 
-@router.get("/{endpoint_id}", response_model=EndpointPublic)
+@router.get(
+    "/{endpoint_id}", response_model=EndpointPublic, responses=errors("webhook_endpoint_not_found")
+)
 def get_endpoint(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
     min_version: MinVersion = None, min_version_header: MinVersionHeader = None,
@@ -149,7 +159,11 @@ def _written(response: Response, result: Result) -> EndpointPublic:
     return EndpointPublic(**_public(result.endpoint))
 
 
-@router.patch("/{endpoint_id}", response_model=EndpointPublic)
+@router.patch(
+    "/{endpoint_id}",
+    response_model=EndpointPublic,
+    responses=errors(*_CHANGE, "webhook_target_refused", "invalid_config"),
+)
 def update_endpoint(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
     body: EndpointPatch, if_match: IfMatch = None, idempotency_key: IdempotencyKey = None,
@@ -165,7 +179,7 @@ def update_endpoint(
     return _written(response, app.update_endpoint(actor(caller), cmd, idempotency_key))
 
 
-@router.delete("/{endpoint_id}", status_code=204)
+@router.delete("/{endpoint_id}", status_code=204, responses=errors(*_CHANGE))
 def delete_endpoint(
     request: Request, caller: CallerDep, endpoint_id: UUID, if_match: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
@@ -178,7 +192,11 @@ def delete_endpoint(
     return response
 
 
-@router.post("/{endpoint_id}/rotate-secret", response_model=SecretRotated)
+@router.post(
+    "/{endpoint_id}/rotate-secret",
+    response_model=SecretRotated,
+    responses=errors(*_CHANGE, "invalid_config"),
+)
 def rotate_secret(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
     body: RotateBody | None = None, idempotency_key: IdempotencyKey = None,
@@ -205,7 +223,12 @@ def _rotation_expiry(app: Any, endpoint_id: UUID, version: int) -> datetime:
 
 
 # -- deliveries ---------------------------------------------------------------------------
-@router.post("/{endpoint_id}/test", status_code=202, response_model=DeliveryQueued)
+@router.post(
+    "/{endpoint_id}/test",
+    status_code=202,
+    response_model=DeliveryQueued,
+    responses=errors("webhook_endpoint_not_found"),
+)
 def send_test(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
     body: TestBody | None = None, idempotency_key: IdempotencyKey = None,
@@ -242,7 +265,11 @@ def _once(
     return answer
 
 
-@router.get("/{endpoint_id}/deliveries", response_model=DeliveryPage)
+@router.get(
+    "/{endpoint_id}/deliveries",
+    response_model=DeliveryPage,
+    responses=errors("webhook_endpoint_not_found"),
+)
 def list_deliveries(
     request: Request, caller: CallerDep, endpoint_id: UUID, limit: Limit = 50,
     offset: Offset = 0, status: DeliveryStatus | None = None,
@@ -258,7 +285,11 @@ def list_deliveries(
     return DeliveryPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{endpoint_id}/deliveries/{delivery_id}", response_model=DeliveryDetail)
+@router.get(
+    "/{endpoint_id}/deliveries/{delivery_id}",
+    response_model=DeliveryDetail,
+    responses=errors(*_DELIVERY),
+)
 def get_delivery(
     request: Request, caller: CallerDep, endpoint_id: UUID, delivery_id: UUID
 ) -> DeliveryDetail:
@@ -274,6 +305,7 @@ def get_delivery(
 @router.post(
     "/{endpoint_id}/deliveries/{delivery_id}/replay", status_code=202,
     response_model=DeliveryQueued,
+    responses=errors(*_DELIVERY, "webhook_delivery_pending"),
 )  # fmt: skip
 def replay_delivery(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
@@ -298,7 +330,12 @@ def replay_delivery(
     return _once(request, response, caller, idempotency_key, "replay_delivery", replay)
 
 
-@router.post("/{endpoint_id}/replay", status_code=202, response_model=ReplayResult)
+@router.post(
+    "/{endpoint_id}/replay",
+    status_code=202,
+    response_model=ReplayResult,
+    responses=errors("webhook_endpoint_not_found"),
+)
 def replay_failed(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
     body: ReplayBody, idempotency_key: IdempotencyKey = None,
@@ -313,7 +350,11 @@ def replay_failed(
     return _once(request, response, caller, idempotency_key, "replay_failed_deliveries", replay)
 
 
-@router.get("/{endpoint_id}/stats", response_model=QueueStats)
+@router.get(
+    "/{endpoint_id}/stats",
+    response_model=QueueStats,
+    responses=errors("webhook_endpoint_not_found"),
+)
 def endpoint_stats(request: Request, caller: CallerDep, endpoint_id: UUID) -> QueueStats:
     _owned(request, caller, endpoint_id)
     with container_of(request).pool.connection() as conn:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
+from bench.procstat import machine_ticks, percent, process_ticks  # noqa: E402
 from infra.bootstrap import bootstrap  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from projections.runner import InProcessRunner  # noqa: E402
@@ -110,6 +111,23 @@ def victim(
             got[route].append(took)
         time.sleep(pause)
     return got
+
+
+class Cpu:
+    """CPU used since it was made (% of one core): the API process's and the machine's."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.began, self.api, self.machine = (
+            time.monotonic(),
+            process_ticks(pid),
+            machine_ticks()[0],
+        )
+
+    def since(self) -> tuple[float, float]:
+        seconds = time.monotonic() - self.began
+        api = percent(process_ticks(self.pid) - self.api, seconds)
+        return api, percent(machine_ticks()[0] - self.machine, seconds)
 
 
 def summary(samples: dict[str, list[float]]) -> dict[str, float]:
@@ -196,7 +214,10 @@ def main() -> None:
             vclient = httpx.Client(base_url=base, headers=v_headers, timeout=60)
             vclient.get("/api/agents").raise_for_status()
             print(f"baseline: victim alone for {args.baseline:.0f} s", flush=True)
+            pid = api.proc.pid if api.proc else 0
+            cpu = Cpu(pid)
             baseline = victim(vclient, victim_agent, args.baseline, args.pause)
+            cpu_baseline = cpu.since()
 
             print(f"attack: {args.attackers} waits in flight, warm-up {args.warmup:.0f} s, "
                   f"measured {args.duration:.0f} s", flush=True)  # fmt: skip
@@ -212,6 +233,7 @@ def main() -> None:
             measured: dict[str, list[float]] = {}
             done = threading.Event()
             began = time.monotonic()
+            cpu = Cpu(pid)
 
             def measure() -> None:
                 measured.update(victim(vclient, victim_agent, args.duration, args.pause))
@@ -221,6 +243,7 @@ def main() -> None:
             while not done.wait(5):
                 print(f"  ... attack running, {time.monotonic() - began:.0f} s", flush=True)
             stop.set()  # the attack lasts until the last victim read has answered
+            cpu_attack = cpu.since()
             statuses = out.get(timeout=120)
             attacker.join(timeout=30)
             vclient.close()
@@ -236,6 +259,9 @@ def main() -> None:
     print()
     print(table(rows))
     print(f"attacker answers: {dict(sorted(statuses.items()))}")
+    print(f"CPU, % of one core: API process {cpu_baseline[0]:.0f} alone, {cpu_attack[0]:.0f} "
+          f"under attack; machine ({os.cpu_count()} cores) {cpu_baseline[1]:.0f} alone, "
+          f"{cpu_attack[1]:.0f} under attack")  # fmt: skip
     before, during = summary(baseline), summary(measured)
     print(json.dumps({
         "bench": "isolation",
@@ -249,6 +275,10 @@ def main() -> None:
         "baseline_p99_ms": round(before["p99"], 1),
         "attack_requests": sum(statuses.values()),
         "attack_statuses": dict(sorted(statuses.items())),
+        "api_cpu_pct_baseline": round(cpu_baseline[0]),
+        "api_cpu_pct_attack": round(cpu_attack[0]),
+        "machine_cpu_pct_baseline": round(cpu_baseline[1]),
+        "machine_cpu_pct_attack": round(cpu_attack[1]),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }))  # fmt: skip

@@ -89,7 +89,7 @@ class ApiSettings(BaseModel):
         5.0, description="Longest wait of a read-your-writes read for its min version."
     )
     max_waits_per_space: int = Field(
-        16,
+        8,
         ge=1,
         description="Read-your-writes waits of one space that poll the read model at once, per "
         "API process. Further waits of that space queue for a slot (holding no thread and no "

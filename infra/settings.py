@@ -88,6 +88,27 @@ class ApiSettings(BaseModel):
     read_wait_seconds: float = Field(
         5.0, description="Longest wait of a read-your-writes read for its min version."
     )
+    max_waits_per_space: int = Field(
+        8,
+        ge=1,
+        description="Read-your-writes waits of one space that poll the read model at once, per "
+        "API process. Further waits of that space queue for a slot (holding no thread and no "
+        "database connection) within their own `read_wait_seconds`.",
+    )
+    max_queued_waits_per_space: int = Field(
+        256,
+        ge=0,
+        description="Waits of one space that may queue for a polling slot, per API process; "
+        "one more answers 429 `too_many_waits`.",
+    )
+    wait_pool_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="Share of the PostgreSQL pool (`postgres.pool_max`) that the polls of "
+        "waiting reads may hold at once, over every space (at least one connection); the rest "
+        "stays for other requests.",
+    )
 
 
 class PricingSettings(BaseModel):

@@ -92,7 +92,7 @@ def list_agents(
 
 
 @router.get("/{agent_id}", response_model=AgentPublic, responses=errors("agent_not_found"))
-def get_agent(
+async def get_agent(
     request: Request,
     response: Response,
     caller: CallerDep,
@@ -100,10 +100,10 @@ def get_agent(
     min_version: MinVersion = None,
     min_version_header: MinVersionHeader = None,
 ) -> AgentPublic:
-    container = container_of(request)
     wanted = max(min_version or 0, min_version_header or 0)
-    row = read_at_least(
-        container, lambda conn: agent_queries.get_agent(conn, caller.space_id, agent_id),
+    row = await read_at_least(
+        request, caller.space_id,
+        lambda conn: agent_queries.get_agent(conn, caller.space_id, agent_id),
         wanted, f"agent {agent_id}",
     )  # fmt: skip
     if row is None:

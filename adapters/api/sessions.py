@@ -5,12 +5,12 @@ Writes go through the CallsApplication; reads come from the calls read models.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4, uuid5
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from adapters.api.auth import CallerDep
 from adapters.api.common import (
@@ -25,7 +25,7 @@ from adapters.api.common import (
 )
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
-from adapters.api.reads import read_at_least
+from adapters.api.reads import read_at_least, read_until
 from adapters.api.session_schemas import (
     Accepted,
     Analysis,
@@ -80,19 +80,19 @@ def _accepted(response: Response, result: Result) -> Accepted:
     return Accepted(session_id=result.id, version=result.version, status=result.call.status)
 
 
-def _room_call(request: Request, caller: Any, room_name: str, wait: bool = False) -> dict[str, Any]:
-    """The session in ``room_name``. Writes by room wait (bounded) for a session created a
-    moment ago to reach the read model; reads answer at once."""
-    container = container_of(request)
-    deadline = time.monotonic() + (container.settings.api.read_wait_seconds if wait else 0)
-    while True:
-        with container.pool.connection() as conn:
-            row = call_queries.get_call_by_room(conn, caller.space_id, room_name)
-        if row is not None:
-            return row
-        if time.monotonic() >= deadline:
-            raise ApiError(404, "session_not_found", f"No session in room {room_name!r}.")
-        time.sleep(0.02)
+async def _room_call(
+    request: Request, caller: Any, room_name: str, wait: bool = False
+) -> dict[str, Any]:
+    """The session in ``room_name``. Writes by room wait (bounded, as reads of a min version
+    do) for a session created a moment ago to reach the read model; reads answer at once."""
+    row, _ = await read_until(
+        request, caller.space_id,
+        lambda conn: call_queries.get_call_by_room(conn, caller.space_id, room_name),
+        lambda row: row is not None, wait=wait,
+    )  # fmt: skip
+    if row is None:
+        raise ApiError(404, "session_not_found", f"No session in room {room_name!r}.")
+    return row
 
 
 def default_turn_id(caller: Any, key: RequestKey | None) -> str:
@@ -128,17 +128,18 @@ def _end(
 @router.get(
     "/by-room/{room_name}", response_model=SessionPublic, responses=errors("session_not_found")
 )
-def get_by_room(request: Request, caller: CallerDep, room_name: str) -> SessionPublic:
-    return SessionPublic(**_room_call(request, caller, room_name))
+async def get_by_room(request: Request, caller: CallerDep, room_name: str) -> SessionPublic:
+    return SessionPublic(**await _room_call(request, caller, room_name))
 
 
 @router.post("/by-room/{room_name}/end", response_model=Accepted, responses=errors(*CHANGE))
-def end_by_room(
+async def end_by_room(
     request: Request, response: Response, caller: CallerDep, room_name: str,
     body: SessionEnd | None = None, idempotency_key: IdempotencyKey = None,
 ) -> Accepted:  # fmt: skip
-    row = _room_call(request, caller, room_name, wait=True)
-    result = _end(request, caller, row["id"], body or SessionEnd(), idempotency_key)
+    row = await _room_call(request, caller, room_name, wait=True)
+    end = body or SessionEnd()
+    result = await run_in_threadpool(_end, request, caller, row["id"], end, idempotency_key)
     return _accepted(response, result)
 
 
@@ -148,12 +149,15 @@ def end_by_room(
     response_model=Accepted,
     responses=errors(*CHANGE),
 )
-def add_transcript_by_room(
+async def add_transcript_by_room(
     request: Request, response: Response, caller: CallerDep, room_name: str,
     body: TranscriptCreate, idempotency_key: IdempotencyKey = None,
 ) -> Accepted:  # fmt: skip
-    row = _room_call(request, caller, room_name, wait=True)
-    return _accepted(response, _add_transcript(request, caller, row["id"], body, idempotency_key))
+    row = await _room_call(request, caller, room_name, wait=True)
+    result = await run_in_threadpool(
+        _add_transcript, request, caller, row["id"], body, idempotency_key
+    )
+    return _accepted(response, result)
 
 
 # -- sessions -------------------------------------------------------------------------------
@@ -191,12 +195,12 @@ def create_session(
 
 
 @router.get("/{session_id}", response_model=SessionPublic, responses=errors("session_not_found"))
-def get_session(
+async def get_session(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     min_version: MinVersion = None, min_version_header: MinVersionHeader = None,
 ) -> SessionPublic:  # fmt: skip
-    row = read_at_least(
-        container_of(request),
+    row = await read_at_least(
+        request, caller.space_id,
         lambda conn: call_queries.get_call(conn, caller.space_id, session_id),
         max(min_version or 0, min_version_header or 0), f"session {session_id}",
     )  # fmt: skip

@@ -137,13 +137,13 @@ def space_stats(request: Request, caller: CallerDep) -> QueueStats:
 @router.get(
     "/{endpoint_id}", response_model=EndpointPublic, responses=errors("webhook_endpoint_not_found")
 )
-def get_endpoint(
+async def get_endpoint(
     request: Request, response: Response, caller: CallerDep, endpoint_id: UUID,
     min_version: MinVersion = None, min_version_header: MinVersionHeader = None,
 ) -> EndpointPublic:  # fmt: skip
     wanted = max(min_version or 0, min_version_header or 0)
-    row = read_at_least(
-        container_of(request),
+    row = await read_at_least(
+        request, caller.space_id,
         lambda conn: endpoint_queries.get_endpoint(conn, caller.space_id, endpoint_id),
         wanted, f"webhook endpoint {endpoint_id}",
     )  # fmt: skip

@@ -227,7 +227,7 @@ def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
         lambda signals: container.calls.apply_signals(signals),
         runtime,
         parking=parking,
-        journal=PostgresParkingJournal(container.pool),
+        journal=PostgresParkingJournal(lambda: container.pool),
     )
 
     @app.agent(topic, name=f"{name}.signals")

@@ -3,14 +3,21 @@ that a crash of ingest loses none (the ``ParkingJournal`` of ``adapters.kafka.in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from adapters.kafka.ingest import IngestItem
 
 
 class PostgresParkingJournal:
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
+    """``pool`` is called when needed (ingest may start while PostgreSQL is away)."""
+
+    def __init__(self, pool: Callable[[], Any]) -> None:
+        self._pool = pool
+
+    @property
+    def pool(self) -> Any:
+        return self._pool()
 
     def load(self) -> list[IngestItem]:
         with self.pool.connection() as conn:

@@ -103,9 +103,9 @@ def relay(ctx: click.Context) -> None:
 @click.pass_context
 def projector(ctx: click.Context) -> None:
     """Run the Faust projectors: Kafka -> Postgres read models and ClickHouse."""
+    from adapters.kafka.projectors import run_projectors
     from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
     from infra.bootstrap import bootstrap
-    from projections.faust_app import run_projectors
 
     settings = _settings(ctx)
     _logging(settings)

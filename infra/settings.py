@@ -283,6 +283,37 @@ class TelephonySettings(BaseModel):
     )
 
 
+class ConsumerSettings(BaseModel):
+    """The Kafka consumers (projectors, ingest, webhook dispatcher): how they wait out an
+    outage, retry what they halted on, and hold signals that arrive before their call."""
+
+    retry_first_seconds: float = Field(
+        0.2,
+        description="First wait before retrying work that failed because PostgreSQL, "
+        "ClickHouse or Kafka is away; it doubles on each failure up to `retry_max_seconds`. "
+        "Such work is retried forever, never dead-lettered.",
+    )
+    retry_max_seconds: float = Field(5.0, description="Longest wait between two such retries.")
+    halted_retry_seconds: float = Field(
+        30.0,
+        description="A consumer halted on a stored event it cannot apply tries it again this "
+        "often (so it goes on by itself once the cause is fixed).",
+    )
+    park_max_age_seconds: float = Field(
+        30.0,
+        description="How long ingest keeps a signal whose call does not exist yet (its "
+        "`call.initiated` not seen) before dead-lettering it as `unknown_call`.",
+    )
+    park_max_items: int = Field(
+        10_000,
+        description="Signals ingest keeps waiting for their call at most; beyond, the oldest "
+        "is dead-lettered as `unknown_call`.",
+    )
+    park_retry_seconds: float = Field(
+        0.5, description="How often ingest retries the signals waiting for their call."
+    )
+
+
 class StackSettings(BaseModel):
     root: Path = Field(REPO_ROOT / ".stack", description="Where the local stack keeps its state.")
     system_user: str = Field(
@@ -310,5 +341,6 @@ class Settings(BaseSettings):
     livekit: LiveKitSettings = LiveKitSettings()
     worker: WorkerSettings = WorkerSettings()
     telephony: TelephonySettings = TelephonySettings()
+    consumers: ConsumerSettings = ConsumerSettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")

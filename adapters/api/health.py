@@ -1,8 +1,11 @@
-"""``GET /health``: each dependency, whether it answers, and how far behind the pipeline is."""
+"""``GET /health``: each dependency, whether it answers, how far behind the pipeline is, and
+what each Kafka consumer is doing (``consumer_status``: a halted one, or one waiting for
+infrastructure, makes the answer ``degraded`` and is named in ``problems``)."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -25,7 +28,10 @@ class Dependency(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
-    dependencies: dict[str, Dependency] = Field(description="`postgres`, `kafka`, `clickhouse`.")
+    dependencies: dict[str, Dependency] = Field(
+        description="`postgres`, `kafka`, `clickhouse`, and `consumers` (each consumer's state: "
+        "`running`, `waiting` for a store, `halted` on an event it cannot apply)."
+    )
 
 
 HEALTH: dict[int | str, dict[str, Any]] = {
@@ -38,6 +44,8 @@ def _probe(check: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         detail = check()
+    except ConsumerTrouble as exc:
+        return {"ok": False, "error": str(exc), "consumers": exc.statuses}
     except Exception as exc:  # noqa: BLE001 - any failure is "down"; say which
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     result: dict[str, Any] = {
@@ -84,6 +92,35 @@ def _postgres(container: Any) -> dict[str, Any]:
     return {"applications": stores, "webhook_queue": webhooks}
 
 
+WAITING_FRESH_SECONDS = 60.0  # a waiting row older than this is from a process that is gone
+
+
+def _consumers(container: Any) -> dict[str, Any]:
+    """Each consumer's last reported state; ``problems`` names the halted and waiting ones."""
+    from adapters.postgres.consumer_status import read_statuses
+
+    with container.pool.connection(timeout=PROBE_TIMEOUT) as conn:
+        statuses = read_statuses(conn)
+        now = conn.execute("SELECT now()").fetchone()[0]
+        conn.rollback()
+    problems = []
+    for name, status in statuses.items():
+        age = (now - datetime.fromisoformat(status["updated_at"])).total_seconds()
+        if status["state"] == "halted" or (
+            status["state"] == "waiting" and age < WAITING_FRESH_SECONDS
+        ):
+            problems.append(f"{name} {status['state']} at {status['source']}: {status['error']}")
+    if problems:
+        raise ConsumerTrouble("; ".join(problems)[:1000], statuses)
+    return {"consumers": statuses}
+
+
+class ConsumerTrouble(Exception):
+    def __init__(self, message: str, statuses: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.statuses = statuses
+
+
 def _kafka(container: Any) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient
 
@@ -107,6 +144,7 @@ def health(request: Request) -> JSONResponse:
         "postgres": _probe(lambda: _postgres(container)),
         "kafka": _probe(lambda: _kafka(container)),
         "clickhouse": _probe(lambda: _clickhouse(container)),
+        "consumers": _probe(lambda: _consumers(container)),
     }
     ok = all(d["ok"] for d in deps.values())
     return JSONResponse(

@@ -1,208 +1,219 @@
 """Ingest (DESIGN §4): signals on the ingress topics become commands on the Call aggregate.
 
 One Faust agent reads ``<prefix>.ingress.worker.v1`` and ``<prefix>.ingress.provider.v1`` in
-batches (``take_events``): it decodes and validates every message (``commands.signals``), hands
-the valid signals to ``CallsApplication.apply_signals`` in a thread (one event-store transaction
-per batch, DESIGN §8), and dead-letters what was rejected to ``<ingress topic>.dlq`` with headers
-``dlq.error`` (the code), ``dlq.message`` and ``dlq.source`` (``topic#partition@offset``). The
-body never raises (Faust would acknowledge the batch anyway): infrastructure errors are retried
-with backoff, then signal by signal, and what still fails is dead-lettered as ``ingest_failed``.
+batches (``take_events``) through the consumer runtime (``adapters.kafka.consumer``): it decodes
+and validates every message (``commands.signals``; a malformed one is dead-lettered at once to
+``<ingress topic>.dlq`` with headers ``dlq.error`` (the code), ``dlq.message``, ``dlq.source``
+(``topic#partition@offset``) and ``dlq.signal_id``), hands the valid signals to
+``CallsApplication.apply_signals`` in a thread (one event-store transaction per batch, DESIGN §8)
+and dead-letters what the aggregate rejected, with its code. PostgreSQL away is waited out
+(retried forever, nothing dead-lettered, nothing skipped); a signal that fails otherwise, alone,
+is dead-lettered as ``ingest_failed``.
 
 Signals of a call that does not exist yet (``unknown_call``: worker and provider signals come on
 two topics, so the worker's may overtake the provider's ``call.initiated``) are not dead-lettered
-at once: they wait in a bounded in-memory ``Parking`` and are retried in order with the next
-batch that touches their call, and every ``RETRY_EVERY`` seconds (a timer), ahead of that
-call's newer signals; ``call.initiated`` goes first in a batch. What waited ``PARK_SECONDS`` in
-vain, or is pushed out by ``PARK_MAX`` newer ones, or is still parked when the worker stops, is
-dead-lettered as ``unknown_call``. Built by a factory: nothing connects at import time.
+at once: they wait in ``Parking`` (in memory, per call, in order) mirrored to the
+``ingest_parking`` table (``ParkingJournal``) before the batch is acknowledged, so a crash loses
+none: a restarted ingest takes them back. They are retried with the next batch that touches
+their call, and every ``consumers.park_retry_seconds`` (a timer), ahead of that call's newer
+signals; ``call.initiated`` goes first in a batch. What waited ``consumers.park_max_age_seconds``
+in vain, or is pushed out by ``consumers.park_max_items`` newer ones, is dead-lettered as
+``unknown_call``. Built by a factory: nothing connects at import time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from adapters.kafka.consumer import ConsumerRuntime, Item
+from adapters.kafka.faust import faust_runtime, new_faust_app, run_faust_worker
+from adapters.kafka.parked import IngestItem, ParkingJournal
 from adapters.kafka.topics import DLQ_SUFFIX, ingress_topics
 from commands.call_ingest import Parking, SignalOutcome
-from commands.signals import CallInitiatedSignal, Signal, SignalRejected, parse_signal
-from projections.faust_runtime import new_faust_app, run_faust_worker
+from commands.signals import CallInitiatedSignal, Signal, parse_signal
 
 log = logging.getLogger(__name__)
 BATCH, WITHIN = 500, 0.05
-ATTEMPTS, BACKOFF = 5, 0.2  # 0.2 + 0.4 + 0.8 + 1.6 s of backoff before signal by signal
-PARK_SECONDS, PARK_MAX, RETRY_EVERY = 30.0, 10_000, 0.5  # signals of calls not known yet
 
 Apply = Callable[[list[Signal]], list[SignalOutcome]]
-Send = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]]], Awaitable[Any]]
 
 
-@dataclass
-class Item:
-    """One Kafka message and the signal it holds."""
+class MemoryJournal:
+    """The in-memory ``ParkingJournal`` (unit tests; a journal that survives nothing)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    raw: bytes | None
-    signal: Signal | None = None
-    parked_since: float | None = None  # when it was first parked (unknown call)
+    def __init__(self) -> None:
+        self.items: dict[str, IngestItem] = {}
 
-    @property
-    def source(self) -> str:
-        return f"{self.topic}#{self.partition}@{self.offset}"
+    def load(self) -> list[IngestItem]:
+        kept = sorted(self.items.values(), key=lambda i: i.parked_since or 0.0)
+        return [
+            IngestItem(i.topic, i.partition, i.offset, i.key, i.raw, parked_since=i.parked_since)
+            for i in kept
+        ]
+
+    def write(self, add: list[IngestItem], remove: list[IngestItem]) -> None:
+        for item in remove:
+            self.items.pop(item.source, None)
+        for item in add:
+            self.items.setdefault(item.source, item)
+
+
+def dlq(item: Item) -> str:
+    return item.topic + DLQ_SUFFIX
 
 
 class Ingest:
-    """The batch handling of the agent, free of Faust: ``apply`` saves, ``send`` dead-letters."""
+    """The batch handling of the agent, free of Faust: ``apply`` saves, the runtime waits out
+    outages and dead-letters, ``journal`` keeps what is parked."""
 
     def __init__(
         self,
         apply: Apply,
-        send: Send,
+        runtime: ConsumerRuntime,
         *,
-        attempts: int = ATTEMPTS,
-        backoff: float = BACKOFF,
-        parking: Parking[Item] | None = None,
+        parking: Parking[IngestItem] | None = None,
+        journal: ParkingJournal | None = None,
     ) -> None:
-        self.apply, self.send = apply, send
-        self.attempts, self.backoff = attempts, backoff
-        self.parking: Parking[Item] = (
-            parking
-            if parking is not None
-            else Parking(max_age=PARK_SECONDS, max_items=PARK_MAX, retry_every=RETRY_EVERY)
-        )
-        self.applied = self.duplicates = self.rejected = 0
-        self._last_error = ""
+        self.apply, self.runtime = apply, runtime
+        self.parking: Parking[IngestItem] = parking if parking is not None else Parking(
+            max_age=30.0, max_items=10_000, retry_every=0.5, clock=time.time
+        )  # fmt: skip
+        self.journal: ParkingJournal = journal if journal is not None else MemoryJournal()
+        self.applied = self.duplicates = 0
+        self._restored = False
         self._lock = asyncio.Lock()  # the agent and the retry timer take turns
+
+    @property
+    def rejected(self) -> int:
+        return self.runtime.counters["dead_lettered"]
 
     async def handle(self, messages: Iterable[Any]) -> None:
         """Handle one batch of messages (objects with topic, partition, offset, key, value)."""
-        try:
-            async with self._lock:
-                await self._handle(messages)
-        except Exception:  # noqa: BLE001 - never out of the agent: Faust would ack and go on
-            log.exception("ingest: a batch failed unexpectedly")
+        batch = [IngestItem.of(m) for m in messages]
+        async with self._lock:
+            await self.runtime.guarded(lambda: self._handle(batch), "ingest batch")
 
     async def retry_parked(self) -> None:
         """Retry the parked calls that are due, dead-letter what expired (the timer's job)."""
-        if len(self.parking):
+        if len(self.parking) or not self._restored:
             await self.handle([])
 
-    async def release(self) -> None:
-        """Dead-letter everything still parked (the worker stops: memory is not kept)."""
-        async with self._lock:
-            for parked in self.parking.take(everything=True):
-                await self._unknown(parked.item, "ingest stopped while it waited for the call")
+    async def _restore(self) -> None:
+        """Take back what an earlier run of ingest parked (once, before anything else)."""
+        loaded = await self.runtime.call(self.journal.load)
+        gone: list[IngestItem] = []
+        for item in await self.runtime.prepare(list(loaded), _parse, dlq):
+            assert isinstance(item, IngestItem) and item.signal is not None
+            for evicted in self.parking.park(item.signal.call_id, item, item.parked_since):
+                await self._unknown(evicted, f"too many signals waiting ({len(self.parking)})")
+                gone.append(evicted)
+        gone += [i for i in loaded if i.dead]
+        if gone:
+            await self.runtime.call(lambda: self.journal.write([], gone))
+        if loaded:
+            log.info("ingest: %d parked signals taken back", len(loaded) - len(gone))
+        self._restored = True
 
-    async def _handle(self, messages: Iterable[Any]) -> None:
-        items: list[Item] = []
-        for m in messages:
-            item = Item(m.topic, m.partition, m.offset, m.key, m.value)
-            try:
-                item.signal = parse_signal(item.raw)
-            except SignalRejected as exc:
-                await self.dead_letter(item, exc.code, exc.message)
-                continue
-            items.append(item)
+    async def _handle(self, batch: list[IngestItem]) -> None:
+        if not self._restored:
+            await self._restore()
+        alive = await self.runtime.prepare(list(batch), _parse, dlq)
+        added: list[IngestItem] = []
+        removed: list[IngestItem] = []
         for item in self.parking.expire():
             await self._unknown(item, f"no call.initiated within {self.parking.max_age:g} s")
-        touched = [i.signal.call_id for i in items if i.signal is not None]
-        parked = []
-        for p in self.parking.take(touched):
-            p.item.parked_since = p.since
-            parked.append(p.item)
+            removed.append(item)
+        fresh = [i for i in alive if isinstance(i, IngestItem)]
+        touched = [i.signal.call_id for i in fresh if i.signal is not None]
+        parked = [p.item for p in self.parking.take(touched)]
         # a call's parked signals go before its new ones; its call.initiated before all
-        items = sorted(parked + items, key=lambda i: not isinstance(i.signal, CallInitiatedSignal))
-        if not items:
-            return
-        outcomes = await self._apply([i for i in items if i.signal is not None])
-        if outcomes is None:  # lasting failure: signal by signal, so only the culprits fail
-            for item in items:
-                one = await self._apply([item], attempts=1)
-                if one is None:
-                    await self.dead_letter(item, "ingest_failed", self._last_error)
-                else:
-                    await self._settle([item], one)
-            return
-        await self._settle(items, outcomes)
-
-    async def _settle(self, items: list[Item], outcomes: list[SignalOutcome]) -> None:
-        for item, outcome in zip(items, outcomes, strict=True):
-            if outcome.status == "applied":
-                self.applied += 1
-            elif outcome.status == "duplicate":
-                self.duplicates += 1
+        items = sorted(parked + fresh, key=lambda i: not isinstance(i.signal, CallInitiatedSignal))
+        pairs = await self.runtime.apply(items, self._apply, dlq)
+        for item, outcome in pairs:
+            if outcome.status in ("applied", "duplicate"):
+                self.applied += outcome.status == "applied"
+                self.duplicates += outcome.status == "duplicate"
+                if item.parked_since is not None:
+                    removed.append(item)
             elif outcome.code == "unknown_call" and item.signal is not None:
+                if item.parked_since is None:
+                    item.parked_since = self.parking.clock()
+                    added.append(item)
                 for evicted in self.parking.park(item.signal.call_id, item, item.parked_since):
                     await self._unknown(evicted, f"too many signals waiting ({len(self.parking)})")
+                    removed.append(evicted)
             else:
-                await self.dead_letter(item, outcome.code or "rejected", outcome.message or "")
+                code, message = outcome.code or "rejected", outcome.message or ""
+                await self.runtime.dead_letter(item, dlq(item), code, message, self._headers(item))
+                if item.parked_since is not None:
+                    removed.append(item)
+        removed += [i for i in parked if i.dead]  # dead-lettered as ingest_failed
+        gone, new = {i.source for i in removed}, {i.source for i in added}
+        add = [i for i in added if i.source not in gone]
+        remove = [i for i in removed if i.source not in new]
+        if add or remove:
+            await self.runtime.call(lambda: self.journal.write(add, remove))
 
-    async def _apply(
-        self, items: list[Item], attempts: int | None = None
-    ) -> list[SignalOutcome] | None:
-        signals = [i.signal for i in items if i.signal is not None]
-        attempts = attempts or self.attempts
-        for attempt in range(attempts):
-            try:
-                return await asyncio.to_thread(self.apply, signals)
-            except Exception as exc:  # noqa: BLE001 - database trouble may be transient
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("ingest: attempt %d of %d signals failed: %r", attempt + 1,
-                            len(signals), exc)  # fmt: skip
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(self.backoff * 2**attempt)
-        return None
+    def _apply(self, items: list[Item]) -> list[tuple[IngestItem, SignalOutcome]]:
+        batch = [i for i in items if isinstance(i, IngestItem) and i.signal is not None]
+        outcomes = self.apply([i.signal for i in batch if i.signal is not None])
+        return list(zip(batch, outcomes, strict=True))
 
-    async def _unknown(self, item: Item, why: str) -> None:
+    async def _unknown(self, item: IngestItem, why: str) -> None:
         call = item.signal.call_id if item.signal is not None else "?"
-        await self.dead_letter(item, "unknown_call", f"call {call} is unknown: {why}")
+        message = f"call {call} is unknown: {why}"
+        await self.runtime.dead_letter(
+            item, dlq(item), "unknown_call", message, self._headers(item)
+        )
 
-    async def dead_letter(self, item: Item, code: str, message: str) -> None:
-        self.rejected += 1
-        dlq = item.topic + DLQ_SUFFIX
-        log.info("ingest: %s -> %s: %s: %s", item.source, dlq, code, message)
-        headers = [
-            ("dlq.error", code.encode()),
-            ("dlq.message", message[:2000].encode("utf-8", "replace")),
-            ("dlq.source", item.source.encode()),
-        ]
-        if item.signal is not None:
-            headers.append(("dlq.signal_id", item.signal.signal_id.encode()))
-        try:
-            await self.send(dlq, item.key, item.raw, headers)
-        except Exception:  # noqa: BLE001 - logged with the message's coordinates
-            log.exception("ingest: could not dead-letter %s", item.source)
+    @staticmethod
+    def _headers(item: IngestItem) -> list[tuple[str, bytes]]:
+        signal = item.signal
+        return [("dlq.signal_id", signal.signal_id.encode())] if signal is not None else []
+
+
+def _parse(item: Item) -> Signal:
+    """The pure step: a valid signal, or ``SignalRejected`` (its code goes to the DLQ)."""
+    return parse_signal(item.raw)
 
 
 def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
     """A fresh Faust app whose agent ingests both ingress topics into ``container.calls``."""
+    from adapters.postgres.parking import PostgresParkingJournal
+
     settings = container.settings
+    conf = settings.consumers
     name = app_id or f"{settings.topic_prefix}-ingest"
     app = new_faust_app(settings, name)
     topic = app.topic(*ingress_topics(settings), value_type=bytes, key_type=bytes)
-
-    async def send(dlq: str, key: bytes | None, value: bytes | None, headers: Any) -> Any:
-        return await app.producer.send_and_wait(dlq, key, value, None, None, headers)
-
-    ingest = Ingest(lambda signals: container.calls.apply_signals(signals), send)
+    runtime = faust_runtime(
+        app, container, "ingest", unapplicable="dead_letter", failed_code="ingest_failed"
+    )
+    parking: Parking[IngestItem] = Parking(
+        max_age=conf.park_max_age_seconds,
+        max_items=conf.park_max_items,
+        retry_every=conf.park_retry_seconds,
+        clock=time.time,
+    )
+    ingest = Ingest(
+        lambda signals: container.calls.apply_signals(signals),
+        runtime,
+        parking=parking,
+        journal=PostgresParkingJournal(lambda: container.pool),
+    )
 
     @app.agent(topic, name=f"{name}.signals")
     async def signals(stream: Any) -> None:
         async for events in stream.take_events(BATCH, within=WITHIN):
             await ingest.handle([event.message for event in events])
 
-    @app.timer(interval=RETRY_EVERY, name=f"{name}.parked")
+    @app.timer(interval=conf.park_retry_seconds, name=f"{name}.parked")
     async def parked() -> None:
         await ingest.retry_parked()
-
-    @app.on_before_shutdown.connect
-    async def release(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
-        await ingest.release()
 
     return app
 

@@ -6,7 +6,9 @@ subscribed endpoint.
 Idempotent without a tracking record: endpoint rows are version-guarded and deliveries are keyed
 by (endpoint, event), so Kafka redelivery or a reset consumer group enqueues nothing twice. An
 endpoint receives the events that occurred after it was created. Unusable messages go to
-``<prefix>.webhooks.v1.dlq`` (the projectors dead-letter them on their own topics too).
+``<prefix>.webhooks.v1.dlq`` (the projectors dead-letter them on their own topics too). Failures
+are handled by the consumer runtime (``adapters.kafka.consumer``): PostgreSQL away is waited out,
+an event the batch cannot take halts the dispatcher (``consumer_status`` ``webhooks.dispatch``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.kafka.consumer import Item
+from adapters.kafka.faust import faust_runtime, new_faust_app, run_faust_worker
+from adapters.kafka.projectors import PG_BATCH, PG_WITHIN
 from adapters.webhooks.queue import Fanout, cancel_pending, enqueue, reset_health
-from projections.faust_app import PG_BATCH, PG_WITHIN, Item, Projector
-from projections.faust_runtime import new_faust_app, run_faust_worker
+from projections.envelopes import decode
 from projections.webhooks import (
     apply_endpoint_rows,
     endpoint_row,
@@ -45,7 +49,7 @@ def re_enabled(env: dict[str, Any]) -> bool:
 def apply_batch(pool: Any, items: list[Item]) -> int:
     """Endpoint rows, then the deliveries of every usable envelope; one transaction."""
     usable = [(i.raw, i.envelope) for i in items if i.envelope is not None and i.raw is not None]
-    rows = [i.rows for i in items if i.envelope is not None and i.rows is not None]
+    rows = [i.value for i in items if i.envelope is not None and i.value is not None]
     now = datetime.now(UTC)
     with pool.connection() as conn, conn.transaction():
         apply_endpoint_rows(conn, rows)
@@ -67,13 +71,22 @@ def build_dispatch_app(container: Any, *, app_id: str | None = None) -> Any:
     app = new_faust_app(settings, name)
     names = [container.topic(c) for c in CONTEXTS]
     topic = app.topic(*names, value_type=bytes, key_type=bytes)
-    dispatcher = Projector(app, "webhooks", f"{container.topic('webhooks')}.dlq", project)
+    runtime = faust_runtime(
+        app, container, "webhooks.dispatch", dlq_headers=[("dlq.projector", b"webhooks")]
+    )
+    dlq = f"{container.topic('webhooks')}.dlq"
+
+    def step(item: Item) -> dict[str, Any] | None:
+        item.envelope = decode(item.raw)
+        return project(item.envelope)
 
     @app.agent(topic, name=f"{name}.dispatch")
     async def dispatch(stream: Any) -> None:
         async for events in stream.take_events(PG_BATCH, within=PG_WITHIN):
-            items = await dispatcher.items(events)
-            await dispatcher.run(items, lambda batch: apply_batch(container.pool, batch))
+            items = [Item.of(event.message) for event in events]
+            await runtime.prepare(items, step, lambda _item: dlq)
+            await runtime.apply(items, lambda batch: [apply_batch(container.pool, batch)],
+                                lambda _item: dlq)  # fmt: skip
 
     return app
 

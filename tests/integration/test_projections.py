@@ -387,12 +387,10 @@ def test_malformed_message_goes_to_the_dlq_and_later_messages_are_projected(
     not_an_agent = json.dumps({"type": "agent.created", "marker": marker.decode()}).encode()
     ids = {create(container, actor, "after the poison")}
     envs = envelopes_of(container, ids)
-    # well-formed, but PostgreSQL refuses it (jsonb has no NUL): retried, then dead-lettered
-    refused = json.loads(json.dumps(envs[0]))
-    refused.update(aggregate_id=str(uuid.uuid4()), event_id=str(uuid.uuid4()))
-    refused["data"]["config"].update(name=marker.decode(), system_prompt="nul \x00 here")
+    # (a well-formed event PostgreSQL refuses is not dead-lettered: the projector halts on it,
+    # see test_consumer_outages.py)
     produce(kafka, [], raw=[poison, not_an_agent])
-    produce(kafka, [refused, *envs])
+    produce(kafka, envs)
     wait_projected(container, latest_versions(envs))
 
     consumer = Consumer(
@@ -406,7 +404,7 @@ def test_malformed_message_goes_to_the_dlq_and_later_messages_are_projected(
     seen: dict[tuple[bytes, str], dict[str, bytes]] = {}
     deadline = time.monotonic() + 30
     try:
-        while len(seen) < 5 and time.monotonic() < deadline:
+        while len(seen) < 4 and time.monotonic() < deadline:
             for msg in consumer.consume(100, timeout=1.0):
                 if msg.error() is None and marker in (msg.value() or b""):
                     headers = dict(msg.headers() or [])
@@ -418,9 +416,7 @@ def test_malformed_message_goes_to_the_dlq_and_later_messages_are_projected(
         (poison, "clickhouse"),
         (not_an_agent, "postgres"),
         (not_an_agent, "clickhouse"),
-        (json.dumps(refused).encode(), "postgres"),
     }
-    assert pg_versions(container, {refused["aggregate_id"]}) == {}
     headers = seen[(poison, "postgres")]
     assert headers["dlq.error"] == b"MalformedEnvelope"
     assert b"not JSON" in headers["dlq.message"]

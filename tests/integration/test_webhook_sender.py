@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from adapters.kafka.consumer import Item
 from adapters.net.guard import TargetPolicy
 from adapters.webhooks.dispatch import apply_batch
 from adapters.webhooks.dispatch import project as project_endpoint
@@ -30,7 +31,6 @@ from domain.delivery import DEFAULT_SCHEDULE
 from domain.webhooks import EndpointSpec
 from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings, WebhookSettings
-from projections.faust_app import Item
 from projections.webhooks import apply_endpoint_rows, endpoint_row
 from tests.support.dns import FixedResolver
 

@@ -14,7 +14,7 @@ from domain.agents import VoiceAgent
 from domain.contract import envelope
 from projections.agents import MalformedEnvelope, agent_row, latest_rows
 from projections.clickhouse_rows import clickhouse_agent_row, clickhouse_event_row
-from projections.faust_app import decode, pg_rows
+from projections.envelopes import decode, pg_rows
 
 pytestmark = pytest.mark.unit
 

@@ -322,23 +322,36 @@ class Message:
         self.key, self.value = b"k", value
 
 
-def run_ingest(apply, *batches, clock=None, **kwargs):
+def run_ingest(apply, *batches, journal=None, **kwargs):
     """Feed ``batches`` (lists of messages, or a number: advance the clock that many seconds
     and let the retry timer run) to one Ingest; return it and what it dead-lettered."""
     import asyncio
 
+    from adapters.kafka.consumer import ConsumerRuntime
     from adapters.kafka.ingest import Ingest
     from commands.call_ingest import Parking
 
-    sent = []
+    sent, slept = [], []
     now = [0.0]
 
     async def send(topic, key, value, headers):
         sent.append((topic, value, dict((k, v.decode()) for k, v in headers)))
 
+    async def sleep(seconds):
+        slept.append(seconds)
+        if len(slept) > 50:
+            raise RuntimeError(f"stuck: slept {slept[:5]}...")
+
+    async def inline(fn, *args):
+        return fn(*args)
+
+    runtime = ConsumerRuntime("ingest", send, unapplicable="dead_letter",
+                              failed_code="ingest_failed", sleep=sleep, clock=lambda: now[0],
+                              in_thread=inline)  # fmt: skip
     parking = Parking(max_age=30, max_items=kwargs.pop("max_items", 100), retry_every=0.5,
                       clock=lambda: now[0])  # fmt: skip
-    ingest = Ingest(apply, send, backoff=0, parking=parking, **kwargs)
+    ingest = Ingest(apply, runtime, parking=parking, journal=journal, **kwargs)
+    ingest.slept = slept
 
     async def feed():
         for batch in batches:
@@ -461,9 +474,7 @@ def test_ingest_retries_parked_signals_on_its_timer_when_the_call_appears_elsewh
     assert len(ingest.parking) == 0
 
 
-def test_ingest_dead_letters_parked_signals_that_expire_overflow_or_outlive_the_worker(app):
-    import asyncio
-
+def test_ingest_dead_letters_parked_signals_that_expire_or_overflow(app):
     from commands.signals import encode_signal
 
     ghosts = [uuid.uuid4() for _ in range(4)]
@@ -476,12 +487,32 @@ def test_ingest_dead_letters_parked_signals_that_expire_overflow_or_outlive_the_
     assert "too many" in sent[0][2]["dlq.message"]
     assert "no call.initiated within 30 s" in sent[1][2]["dlq.message"]
     assert sent[1][2]["dlq.signal_id"] == f"{ghosts[1]}-1"
-    asyncio.run(ingest.release())
-    assert sent[-1][2]["dlq.source"].endswith("@3") and "stopped" in sent[-1][2]["dlq.message"]
-    assert len(ingest.parking) == 0 and ingest.rejected == 4
+    assert len(ingest.parking) == 1 and ingest.rejected == 3
+    assert [i.offset for i in ingest.journal.load()] == [3]  # only what still waits
 
 
-def test_ingest_retries_infrastructure_errors_then_dead_letters_only_what_still_fails(app):
+def test_parked_signals_are_journaled_and_a_new_ingest_takes_them_back_in_order(app):
+    from adapters.kafka.ingest import MemoryJournal
+    from commands.signals import encode_signal
+
+    a = uuid.uuid4()
+    journal = MemoryJournal()
+    early = [Message(encode_signal(signal("call.started", a, 1)), 0),
+             Message(encode_signal(signal("call.transcript", a, 2)), 1)]  # fmt: skip
+    first, sent = run_ingest(app.apply_signals, early, journal=journal)
+    assert [i.offset for i in journal.load()] == [0, 1] and sent == []
+    # the process dies (kill -9: nothing of its memory is kept); its call appears meanwhile
+    app.apply_signals([signal("call.initiated", a, 0)])
+    later = [Message(encode_signal(signal("call.transcript", a, 3)), 2)]
+    second, sent = run_ingest(app.apply_signals, later, journal=journal)
+    assert event_types(app, a) == [
+        "call.initiated", "call.started", "call.transcript_added", "call.transcript_added"
+    ]  # fmt: skip
+    assert [e.turn_id for e in list(app.events.get(a))[2:]] == ["t2", "t3"]
+    assert sent == [] and journal.load() == [] and len(second.parking) == 0
+
+
+def test_ingest_waits_out_infrastructure_errors_and_dead_letters_nothing(app):
     from commands.signals import encode_signal
 
     a, b = uuid.uuid4(), uuid.uuid4()
@@ -489,7 +520,7 @@ def test_ingest_retries_infrastructure_errors_then_dead_letters_only_what_still_
 
     def flaky(signals):
         calls.append(len(signals))
-        if any(s.call_id == b for s in signals):
+        if len(calls) <= 6:
             raise ConnectionError("database away")
         return app.apply_signals(signals)
 
@@ -497,8 +528,30 @@ def test_ingest_retries_infrastructure_errors_then_dead_letters_only_what_still_
         Message(encode_signal(signal("call.initiated", a, 0)), 0),
         Message(encode_signal(signal("call.initiated", b, 0)), 1),
     ]
-    _, sent = run_ingest(flaky, messages, attempts=3)
-    assert calls == [2, 2, 2, 1, 1]  # the batch 3 times, then one by one
+    ingest, sent = run_ingest(flaky, messages)
+    assert calls == [2] * 7  # the same batch, until the database answers
+    assert ingest.slept == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0]  # capped backoff
+    assert event_types(app, a) == event_types(app, b) == ["call.initiated"]
+    assert sent == [] and ingest.runtime.status.state == "running"
+
+
+def test_ingest_dead_letters_only_the_signal_that_fails_for_itself(app):
+    from commands.signals import encode_signal
+
+    a, b = uuid.uuid4(), uuid.uuid4()
+
+    def picky(signals):
+        if any(s.call_id == b for s in signals):
+            raise ValueError("cannot store this one")
+        return app.apply_signals(signals)
+
+    messages = [
+        Message(encode_signal(signal("call.initiated", a, 0)), 0),
+        Message(encode_signal(signal("call.initiated", b, 0)), 1),
+    ]
+    _, sent = run_ingest(picky, messages)
     assert event_types(app, a) == ["call.initiated"]
-    assert [h["dlq.error"] for _, _, h in sent] == ["ingest_failed"]
-    assert "database away" in sent[0][2]["dlq.message"]
+    assert [(h["dlq.error"], h["dlq.source"]) for _, _, h in sent] == [
+        ("ingest_failed", "p.ingress.worker.v1#0@1")
+    ]
+    assert "cannot store this one" in sent[0][2]["dlq.message"]

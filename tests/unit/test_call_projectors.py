@@ -27,7 +27,7 @@ from projections.calls_clickhouse import (
     changes_rows,
     clickhouse_call_row,
 )
-from projections.faust_calls import ch_events, pg_events
+from projections.envelopes import ch_events, pg_events
 from projections.pricing import Catalog, parse_document
 
 pytestmark = pytest.mark.unit

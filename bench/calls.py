@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.kafka.producer import build_producer
 from adapters.kafka.topics import domain_topics, ensure_topics
+from bench.stats import percentile
 from commands.signals import iso_ms
 from infra.bootstrap import bootstrap
 from infra.settings import Settings
@@ -52,13 +53,6 @@ from tests.support.processes import Process, eventually
 
 LADDER = (50, 100, 200, 300, 400, 500, 700, 1000)
 AGENT = uuid.UUID("00000000-0000-4000-8000-00000000be4c")
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
 class Observer(threading.Thread):

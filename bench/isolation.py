@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from bench.procstat import machine_ticks, percent, process_ticks  # noqa: E402
+from bench.stats import percentile
 from infra.bootstrap import bootstrap  # noqa: E402
 from infra.settings import Settings  # noqa: E402
 from projections.runner import InProcessRunner  # noqa: E402
@@ -48,14 +49,6 @@ from tests.support.jwt import JwksServer  # noqa: E402
 from tests.support.processes import Process, eventually  # noqa: E402
 
 NEVER = 1_000_000_000  # a version the attacker's agent never reaches
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def free_port() -> int:

@@ -27,20 +27,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.kafka.topics import domain_topics, ensure_topics
+from bench.stats import percentile
 from commands.agents import Actor, CreateAgent, UpdateAgent
 from domain.agent_config import AgentConfig
 from infra.bootstrap import bootstrap
 from infra.settings import Settings
 from tests.support.databases import isolated
 from tests.support.processes import Process, eventually
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 class Observer(threading.Thread):

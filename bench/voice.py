@@ -61,6 +61,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import procstat  # noqa: E402
+from bench.stats import percentile
 from tests.support.caller import FRAME, RATE, Caller, _rms, speak  # noqa: E402
 
 SPACE = "benchvoice"
@@ -101,14 +102,6 @@ BREAKDOWN = {
 
 def whole(value: float) -> int | None:
     return None if value != value else round(value)  # NaN: nothing measured
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def agent_config():

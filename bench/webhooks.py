@@ -46,18 +46,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import percentile
+
 SPACE = "benchwh"
 # what each process logs once it has built its applications (in this order)
 READY = {"relay": "starting at position", "dispatch": "", "send": "webhook sender running"}
 WEBHOOK_ENV = {"VOXAGENT_WEBHOOKS__ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 # -- the receiver (its own process: it must not share the driver's GIL) ---------------------

@@ -320,8 +320,8 @@ class ChaosRun:
         return psycopg.connect(self.settings.postgres.conninfo(), connect_timeout=3)
 
     def backlog(self) -> int | None:
-        """Acknowledged signals not yet in the calls read model, plus acknowledged agents not
-        yet in ClickHouse (None while a store does not answer)."""
+        """Signals offered and not yet in the calls read model, plus acknowledged agents not yet
+        in ClickHouse (None while a store does not answer)."""
         try:
             with self._pg() as conn:
                 row = conn.execute("SELECT coalesce(sum(version), 0) FROM calls").fetchone()
@@ -338,7 +338,9 @@ class ChaosRun:
         except Exception:  # noqa: BLE001 - a store is away: no figure now
             return None
         agents = max(0, len(self.commands.acked) - int(in_ch))
-        return max(0, self.signals.acked_total() - projected) + agents
+        # signals handed to the producer, not only acknowledged ones: while the broker is away
+        # nothing is acknowledged, yet the calls offered then are the backlog to drain
+        return max(0, self.signals.produced - projected) + agents
 
     def _clickhouse(self) -> Any:
         from adapters.clickhouse.client import connect

@@ -32,6 +32,9 @@ from domain.contract import envelope, topic_for
 from infra.settings import Settings
 
 log = logging.getLogger(__name__)
+# longest pause between two tries while Kafka or PostgreSQL is away: short, so that the backlog
+# starts draining within seconds of the service coming back
+RETRY_MAX_SECONDS = 5.0
 
 SELECT_POSITION = "SELECT position FROM relay_positions WHERE application = %s"
 UPSERT_POSITION = (
@@ -208,7 +211,8 @@ class Relay:
 
     def run_forever(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set. Never raises for Kafka or database trouble: it logs,
-        backs off (0.5 s doubling to 30 s) and retries the batch from the stored position."""
+        backs off (0.5 s doubling to RETRY_MAX_SECONDS) and retries the batch from the stored
+        position."""
         self._stop = stop
         backoff = 0.0
         last_log, last_count = time.monotonic(), self.published
@@ -218,7 +222,7 @@ class Relay:
                 count = self.run_once()
                 backoff = 0.0
             except Exception as exc:  # noqa: BLE001 - Kafka/PG outages must not kill the relay
-                backoff = min(30.0, max(0.5, backoff * 2))
+                backoff = min(RETRY_MAX_SECONDS, max(0.5, backoff * 2))
                 bug = isinstance(exc, UndecodableNotification)
                 log.log(logging.ERROR if bug else logging.WARNING,
                         "relay %s: batch not relayed: %r; retrying in %.1fs",

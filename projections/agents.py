@@ -2,7 +2,7 @@
 
 Every agent event carries the whole configuration as of that event, so one envelope is enough
 to build the row: no current row is needed and events are self-contained. No I/O here; the view
-(``projections.postgres_view``) applies the rows together with the tracking record.
+(``projections.agents_view``) applies the rows together with the tracking record.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.contract import envelope
 from projections.agents import is_agent_event
-from projections.postgres_view import apply_agent_envelopes, tracked_position
+from projections.agents_view import apply_agent_envelopes, tracked_position
 
 log = logging.getLogger(__name__)
 

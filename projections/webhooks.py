@@ -16,7 +16,7 @@ from psycopg import Connection
 
 from domain.webhooks import subscribes
 from projections.agents import MalformedEnvelope, parse_occurred_at
-from projections.postgres_view import rows_json
+from projections.agents_view import rows_json
 
 ENDPOINT_EVENT_PREFIX = "webhook.endpoint_"
 ENDPOINT_COLUMNS = (

@@ -19,10 +19,10 @@ from adapters.clickhouse.writer import insert_rows
 from adapters.kafka.consumer import ConsumerRuntime, Item, partition_slices
 from adapters.kafka.faust import faust_runtime, new_faust_app, run_faust_worker
 from projections import clickhouse_rows as ch_rows
+from projections.agents_view import apply_agent_rows
 from projections.calls_clickhouse import apply_clickhouse_calls
 from projections.calls_view import apply_call_events
 from projections.envelopes import ch_batch_rows, ch_events, decode, pg_events, pg_rows
-from projections.postgres_view import apply_agent_rows
 from projections.pricing import catalog_from_settings
 
 PG_BATCH, PG_WITHIN = 500, 0.05

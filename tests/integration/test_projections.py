@@ -28,7 +28,7 @@ from domain.contract import envelope
 from infra.bootstrap import Container
 from infra.settings import REPO_ROOT, Settings
 from projections.agent_queries import agent_version, get_agent, list_agents
-from projections.postgres_view import apply_agent_envelopes
+from projections.agents_view import apply_agent_envelopes
 from projections.replay import replay_agents
 from projections.runner import InProcessRunner
 

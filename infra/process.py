@@ -21,6 +21,7 @@ import click
 from infra.settings import Settings
 
 PROBE_SECONDS = 5.0
+FULL = ("too many clients", "remaining connection slots")  # PostgreSQL's max_connections
 STACK_HINT = "is the local stack up? Start it with `voxagent stack up` (`make up` does it too)"
 
 
@@ -29,10 +30,18 @@ class ServiceUnavailable(click.ClickException):
 
     def __init__(self, service: str, address: str, cause: BaseException, setting: str) -> None:
         detail = " ".join(str(cause).split())[:300] or type(cause).__name__
-        super().__init__(
-            f"{service} at {address} is not answering ({detail}); {STACK_HINT}, "
-            f"or point {setting} at a running one."
-        )
+        if any(sign in detail for sign in FULL):
+            message = (
+                f"{service} at {address} refuses new connections: all its connection slots "
+                f"are taken ({detail}). Try again when fewer processes hold connections; "
+                "docs/operations.md has each process's connection budget."
+            )
+        else:
+            message = (
+                f"{service} at {address} is not answering ({detail}); {STACK_HINT}, "
+                f"or point {setting} at a running one."
+            )
+        super().__init__(message)
         self.service = service
 
 

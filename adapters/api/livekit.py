@@ -72,7 +72,7 @@ async def livekit_webhook(
         event = verify(container.settings.livekit, body, authorization)
     except InvalidWebhook as exc:
         raise ApiError(401, exc.code, str(exc)) from None
-    produced = signals_of(event)
+    produced = signals_of(event, agent_name=container.settings.livekit.agent_name)
     if produced:
         await run_in_threadpool(_produce, container, produced)
     return {"received": True, "event": event.event, "signals": len(produced)}

@@ -23,21 +23,28 @@ from infra.settings import Settings
 
 RECORDER_TOPIC = "adapters.postgres.recorder:IdempotentPostgresRecorder"
 WEBHOOKS_RECORDER_TOPIC = "adapters.postgres.webhook_recorder:WebhooksPostgresRecorder"
+FACTORY_TOPIC = "adapters.postgres.datastore:SharedPostgresFactory"
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
-    """Persistence is configuration: eventsourcing's PostgreSQL module, our recorder."""
+    """Persistence is configuration: eventsourcing's PostgreSQL module (one pool per process,
+    shared by the applications: adapters/postgres/datastore.py), our recorder, pool sizes."""
     pg = settings.postgres
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": FACTORY_TOPIC,
         "APPLICATION_RECORDER_TOPIC": RECORDER_TOPIC,
         "POSTGRES_DBNAME": pg.database,
         "POSTGRES_HOST": pg.host,
         "POSTGRES_PORT": str(pg.port),
         "POSTGRES_USER": pg.user,
         "POSTGRES_PASSWORD": pg.password,
-        "POSTGRES_POOL_SIZE": str(pg.pool_max),
-        "POSTGRES_MAX_OVERFLOW": "10",
+        # psycopg_pool keeps POOL_SIZE connections open for good and grows by MAX_OVERFLOW
+        "POSTGRES_POOL_SIZE": str(pg.pool_min),
+        "POSTGRES_MAX_OVERFLOW": str(max(pg.pool_max - pg.pool_min, 0)),
+        "POSTGRES_MAX_IDLE": str(pg.pool_max_idle_seconds),
+        "POSTGRES_CONNECT_TIMEOUT": str(pg.pool_timeout_seconds),
+        "POSTGRES_LOGIN_TIMEOUT": str(pg.connect_timeout_seconds),
+        "POSTGRES_APPLICATION_NAME": pg.application_name,
         "POSTGRES_LOCK_TIMEOUT": "5",
         "CREATE_TABLE": "y",
         "AGGREGATE_CACHE_MAXSIZE": "10000",
@@ -114,11 +121,13 @@ class Container:
         pool = ConnectionPool(
             pg.conninfo(),
             min_size=pg.pool_min,
-            max_size=pg.pool_max,
+            max_size=max(pg.pool_max, pg.pool_min),
+            max_idle=pg.pool_max_idle_seconds,
+            timeout=pg.pool_timeout_seconds,
             open=False,
-            name="voxagent-read",
+            name=f"{pg.application_name}-read",
         )
-        pool.open(wait=True, timeout=30)
+        pool.open(wait=pg.pool_min > 0, timeout=pg.pool_timeout_seconds)
         return pool
 
     @cached_property

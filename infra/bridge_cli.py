@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infra.settings import Settings
+from infra.process import settings_for, setup_logging
 
 
 @click.command("bridge")
@@ -12,8 +12,7 @@ from infra.settings import Settings
 def bridge(ctx: click.Context) -> None:
     """Bridge providers' media streams into calls' LiveKit rooms until SIGINT/SIGTERM."""
     from bridge.server import run_bridge
-    from infra.cli import _logging
 
-    settings: Settings = ctx.ensure_object(Settings)
-    _logging(settings)
+    settings = settings_for(ctx, "bridge")
+    setup_logging(settings)
     run_bridge(settings)

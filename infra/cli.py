@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import threading
 from typing import Any
 
 import click
 
+from infra.process import VoxagentGroup, require, settings_for, setup_logging, stop_event
 from infra.settings import Settings
 
 
-def _settings(ctx: click.Context) -> Settings:
-    return ctx.ensure_object(Settings)
-
-
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
-def _stop_event() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
-@click.group()
+@click.group(cls=VoxagentGroup)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Voxagent: voice AI agents on an event-sourced backend."""
@@ -45,7 +25,8 @@ def migrate(ctx: click.Context) -> None:
     from infra.bootstrap import bootstrap
     from infra.migrations import migrate_clickhouse, migrate_postgres
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx, "migrate")
+    require(settings, "postgres", "clickhouse", "kafka")
     container = bootstrap(settings)
     try:
         applied = migrate_postgres(container.pool)
@@ -70,8 +51,8 @@ def api(ctx: click.Context) -> None:
     from adapters.api.app import create_app
     from infra.bootstrap import bootstrap
 
-    settings = _settings(ctx)
-    _logging(settings)
+    settings = settings_for(ctx, "api")
+    setup_logging(settings)
     ctx.invoke(migrate)
     container = bootstrap(settings)
     uvicorn.run(
@@ -90,11 +71,11 @@ def relay(ctx: click.Context) -> None:
     from adapters.kafka.relay import run_relay
     from infra.bootstrap import bootstrap
 
-    settings = _settings(ctx)
-    _logging(settings)
+    settings = settings_for(ctx, "relay")
+    setup_logging(settings)
     container = bootstrap(settings)
     try:
-        run_relay(container, stop=_stop_event())
+        run_relay(container, stop=stop_event())
     finally:
         container.close()
 
@@ -107,11 +88,11 @@ def projector(ctx: click.Context) -> None:
     from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
     from infra.bootstrap import bootstrap
 
-    settings = _settings(ctx)
-    _logging(settings)
+    settings = settings_for(ctx, "projector")
+    setup_logging(settings)
     # Subscribing to a topic that does not exist yet would leave the consumer without
     # partitions until its next metadata refresh (minutes): create the topics first.
-    if not ensure_topics_when_ready(settings, domain_topics(settings), _stop_event()):
+    if not ensure_topics_when_ready(settings, domain_topics(settings), stop_event()):
         return
     run_projectors(bootstrap(settings))
 
@@ -124,9 +105,9 @@ def ingest(ctx: click.Context) -> None:
     from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
     from infra.bootstrap import bootstrap
 
-    settings = _settings(ctx)
-    _logging(settings)
-    if not ensure_topics_when_ready(settings, domain_topics(settings), _stop_event()):
+    settings = settings_for(ctx, "ingest")
+    setup_logging(settings)
+    if not ensure_topics_when_ready(settings, domain_topics(settings), stop_event()):
         return
     run_ingest(bootstrap(settings))
 
@@ -164,7 +145,8 @@ def simulate_calls_command(
     from infra.bootstrap import bootstrap
     from infra.simulate import simulate_calls
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx, "simulate")
+    require(settings, "kafka", "postgres")
     ensure_topics(settings, domain_topics(settings))
     container = bootstrap(settings)
     try:
@@ -204,7 +186,9 @@ def replay(ctx: click.Context, read_model: str, check: bool) -> None:
     from projections.calls_replay import replay_calls
     from projections.replay import replay_agents
 
-    container = bootstrap(_settings(ctx))
+    settings = settings_for(ctx, "replay")
+    require(settings, "postgres")
+    container = bootstrap(settings)
     try:
         if read_model == "calls":
             report: Any = replay_calls(container, check_only=check, progress=click.echo)
@@ -224,7 +208,7 @@ def up(ctx: click.Context) -> None:
     from infra import platform
     from infra.stack.manager import up as stack_up
 
-    settings = _settings(ctx)
+    settings = ctx.ensure_object(Settings)
     stack_up(settings, click.echo)
     ctx.invoke(migrate)
     try:
@@ -251,7 +235,7 @@ def down(ctx: click.Context, stack: bool) -> None:
     from infra import platform
     from infra.stack.manager import down as stack_down
 
-    settings = _settings(ctx)
+    settings = ctx.ensure_object(Settings)
     platform.stop(settings, click.echo)
     if stack:
         stack_down(settings, click.echo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,14 +26,51 @@ class PostgresSettings(BaseModel):
     database: str = Field(
         "voxagent", description="Database holding the event store and read models."
     )
-    pool_min: int = Field(1, description="Smallest size of each connection pool.")
-    pool_max: int = Field(10, description="Largest size of each connection pool.")
+    pool_min: int = Field(
+        1,
+        ge=0,
+        description="Connections each pool keeps open even when idle (a process has two "
+        "pools: read models and the event store; docs/operations.md has the budget).",
+    )
+    pool_max: int = Field(
+        10, ge=1, description="Most connections each pool opens under load (per process)."
+    )
+    pool_max_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A pool above `pool_min` that did not need all its connections for this "
+        "long closes one; repeated every interval until it is back at `pool_min`.",
+    )
+    pool_timeout_seconds: int = Field(
+        30,
+        ge=1,
+        description="Longest wait for a connection from a pool (all in use, or PostgreSQL "
+        "away) before the operation fails.",
+    )
+    connect_timeout_seconds: int = Field(
+        5, ge=1, description="Longest wait for PostgreSQL to accept a new connection."
+    )
+    application_name: str = Field(
+        "voxagent",
+        description="Each process reports `<this>-<process>` (e.g. `voxagent-relay`) as its "
+        "`application_name`, so `pg_stat_activity` shows who holds which connection.",
+    )
 
     def conninfo(self) -> str:
-        return (
-            f"host={self.host} port={self.port} user={self.user} "
-            f"password={self.password} dbname={self.database}"
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.database,
+            application_name=self.application_name,
+            connect_timeout=self.connect_timeout_seconds,
         )
+
+    def for_process(self, process: str) -> PostgresSettings:
+        """These settings as the process named ``process`` (``relay``, ``api``...) uses them:
+        its connections carry ``<application_name>-<process>``."""
+        return self.model_copy(update={"application_name": f"{self.application_name}-{process}"})
 
 
 class KafkaSettings(BaseModel):
@@ -344,3 +382,8 @@ class Settings(BaseSettings):
     consumers: ConsumerSettings = ConsumerSettings()
     topic_prefix: str = Field("voxagent", description="Prefix of every Kafka topic.")
     log_level: str = Field("INFO", description="Log level of every process.")
+
+    def for_process(self, process: str) -> Settings:
+        """These settings as the process ``process`` (``api``, ``relay``...) uses them: its
+        PostgreSQL connections say ``<postgres.application_name>-<process>``."""
+        return self.model_copy(update={"postgres": self.postgres.for_process(process)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infra.settings import Settings
+from infra.process import settings_for, setup_logging
 
 
 @click.command("worker")
@@ -13,8 +13,7 @@ def worker(ctx: click.Context) -> None:
     """Take calls dispatched by LiveKit and run their agents until SIGINT/SIGTERM."""
     from agent.worker import run_worker
     from infra.bootstrap import bootstrap
-    from infra.cli import _logging
 
-    settings: Settings = ctx.ensure_object(Settings)
-    _logging(settings)
+    settings = settings_for(ctx, "worker")
+    setup_logging(settings)
     run_worker(bootstrap(settings))

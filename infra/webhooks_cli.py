@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from infra.settings import Settings
+from infra.process import settings_for, setup_logging, stop_event
 
 
 @click.group("webhooks")
@@ -19,11 +19,10 @@ def dispatch(ctx: click.Context) -> None:
     from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
     from adapters.webhooks.dispatch import run_dispatcher
     from infra.bootstrap import bootstrap
-    from infra.cli import _logging, _stop_event
 
-    settings: Settings = ctx.ensure_object(Settings)
-    _logging(settings)
-    if not ensure_topics_when_ready(settings, domain_topics(settings), _stop_event()):
+    settings = settings_for(ctx, "webhooks-dispatch")
+    setup_logging(settings)
+    if not ensure_topics_when_ready(settings, domain_topics(settings), stop_event()):
         return
     run_dispatcher(bootstrap(settings))
 
@@ -34,8 +33,7 @@ def send(ctx: click.Context) -> None:
     """Deliver queued webhooks (signed, retried, recorded) until SIGINT/SIGTERM."""
     from adapters.webhooks.service import run_sender
     from infra.bootstrap import bootstrap
-    from infra.cli import _logging
 
-    settings: Settings = ctx.ensure_object(Settings)
-    _logging(settings)
+    settings = settings_for(ctx, "webhooks-send")
+    setup_logging(settings)
     run_sender(bootstrap(settings))

@@ -1,8 +1,9 @@
 """Shared fixtures.
 
 Integration tests run against the real local stack (``voxagent stack up``; ``make test`` starts
-it). Each test session gets its own PostgreSQL database, ClickHouse database and Kafka topic
-prefix, so a running ``make up`` platform and earlier runs never interfere; modules that run
+it). Each test session gets its own PostgreSQL database, ClickHouse database, Kafka topic
+prefix and LiveKit agent name, and binds only ephemeral ports, so a running ``make up`` platform
+and earlier runs never interfere; modules that run
 processes of their own (relay, projectors) take databases of their own too
 (``tests.support.databases.isolated``).
 """

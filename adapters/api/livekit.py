@@ -100,7 +100,7 @@ async def livekit_webhook(
         event = verify(container.settings.livekit, body, authorization)
     except InvalidWebhook as exc:
         raise ApiError(401, exc.code, str(exc)) from None
-    produced = signals_of(event)
+    produced = signals_of(event, agent_name=container.settings.livekit.agent_name)
     for signal in produced:  # what ingest would refuse is refused here, while LiveKit listens
         try:
             validate_signal(signal)

@@ -4,7 +4,7 @@ dispatched into it (explicit dispatch by agent name), and the caller's join toke
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +25,9 @@ class CallRoom:
     agent_config_version: int
     room_name: str
     channel: str = "web"
+    # the deployment's worker agent name the room was opened for: several deployments (the
+    # platform and test sessions) may share one LiveKit server and its room webhooks
+    agent_name: str = ""
 
     def metadata(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))
@@ -37,6 +40,7 @@ class CallRoom:
             agent_id=str(data["agent_id"]),
             agent_config_version=int(data["agent_config_version"]),
             room_name=str(data["room_name"]), channel=str(data.get("channel", "web")),
+            agent_name=str(data.get("agent_name", "")),
         )  # fmt: skip
 
 
@@ -55,6 +59,7 @@ class LiveKitRooms:
 
     async def open(self, room: CallRoom) -> None:
         """Create the room and dispatch the agent into it, with the call in both metadata."""
+        room = replace(room, agent_name=room.agent_name or self.settings.agent_name)
         dispatch = api.RoomAgentDispatch(
             agent_name=self.settings.agent_name, metadata=room.metadata()
         )

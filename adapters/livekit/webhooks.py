@@ -4,7 +4,9 @@ provider signals (docs/signals.md) for ingest.
 - the agent joined the call's room -> ``call.started`` (the call is answered);
 - the room finished -> ``call.ended`` (reason ``room_finished``): a safety net when the worker
   could not report the end itself; after the worker's end it is skipped as a duplicate.
-Events of rooms that are not calls (no call metadata) are acknowledged and ignored.
+Events of rooms that are not calls (no call metadata), and of rooms another deployment on the
+same LiveKit server opened for its own workers (another agent name: a test session beside the
+platform), are acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def verify(settings: Any, body: str, authorization: str | None) -> Any:
         raise InvalidWebhook(f"LiveKit webhook not verified: {type(exc).__name__}") from None
 
 
-def signals_of(event: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+def signals_of(
+    event: Any, now: datetime | None = None, *, agent_name: str | None = None
+) -> list[dict[str, Any]]:
+    """The signals of a verified event; none for rooms opened for another ``agent_name``."""
     room = _call_room(event.room.metadata if event.HasField("room") else "")
-    if room is None:
+    if room is None or (agent_name and room.agent_name and room.agent_name != agent_name):
         return []
     at = datetime.fromtimestamp(event.created_at, UTC) if event.created_at else now
     base = {

@@ -91,7 +91,8 @@ def _config(settings: Settings, p: Paths) -> str:
         "listen_addresses = '127.0.0.1'\n"
         f"port = {settings.postgres.port}\n"
         f"unix_socket_directories = '{p.sock}'\n"
-        "max_connections = 200\n"
+        # the platform and test sessions beside it (docs/operations.md, PostgreSQL connections)
+        "max_connections = 300\n"
         "shared_buffers = 256MB\n"
     )
 

@@ -20,14 +20,19 @@ def _admin(settings: Settings) -> str:
 
 @contextlib.contextmanager
 def isolated(base: Settings, name: str) -> Iterator[Settings]:
-    """Settings whose PostgreSQL database, ClickHouse database and topic prefix are ``name``'s
-    own; both databases are created and migrated, and dropped afterwards."""
+    """Settings whose PostgreSQL database, ClickHouse database, topic prefix and LiveKit agent
+    name are ``name``'s own (so a running platform's worker never takes a test's call, nor a
+    test's worker the platform's), and whose connections say ``name`` in
+    ``pg_stat_activity``; both databases are created and migrated, and dropped afterwards."""
     settings = base.model_copy(
         update={
             "environment": "test",
-            "postgres": base.postgres.model_copy(update={"database": name}),
+            "postgres": base.postgres.model_copy(
+                update={"database": name, "application_name": name}
+            ),
             "clickhouse": base.clickhouse.model_copy(update={"database": name}),
             "topic_prefix": name.replace("_", ""),
+            "livekit": base.livekit.model_copy(update={"agent_name": name.replace("_", "-")}),
         }
     )
     try:

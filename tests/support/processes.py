@@ -22,6 +22,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         VOXAGENT_POSTGRES__DATABASE=settings.postgres.database,
         VOXAGENT_CLICKHOUSE__DATABASE=settings.clickhouse.database,
         VOXAGENT_TOPIC_PREFIX=settings.topic_prefix,
+        VOXAGENT_POSTGRES__APPLICATION_NAME=settings.postgres.application_name,
+        VOXAGENT_LIVEKIT__AGENT_NAME=settings.livekit.agent_name,
         VOXAGENT_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )

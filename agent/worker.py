@@ -18,6 +18,7 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobExecutorType
 
+from adapters.services import Services
 from agent.call import CallSession
 from agent.providers import ProviderRegistry
 from agent.signals import Poller, worker_producer
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class WorkerDeps:
     """What every call of this process shares."""
 
-    container: Any
+    container: Services
     settings: Any
     registry: ProviderRegistry
     producer: Any
@@ -71,7 +72,7 @@ def build_server(settings: Any) -> AgentServer:
     return server
 
 
-def run_worker(container: Any) -> None:
+def run_worker(container: Services) -> None:
     """Run until SIGINT/SIGTERM; calls in progress are drained first."""
     global _DEPS
     settings = container.settings

@@ -16,6 +16,7 @@ from adapters.api import agents, costs, health, livekit, sessions, telephony, we
 from adapters.api.errors import error_response, install_error_handlers
 from adapters.api.openapi import install_openapi
 from adapters.api.text_guard import TextGuard
+from adapters.services import Services
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
@@ -74,7 +75,7 @@ def _handler(status: int, code: str) -> Callable[[Request, Exception], Any]:
     return handle
 
 
-def create_app(container: Any) -> FastAPI:
+def create_app(container: Services) -> FastAPI:
     app = FastAPI(
         title="Voxagent API",
         version="0.1.0",

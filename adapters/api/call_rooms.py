@@ -4,13 +4,13 @@ dispatched into it. The web token route and the telephony routes share this."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 from uuid import UUID
 
 from fastapi.concurrency import run_in_threadpool
 
 from adapters.api.errors import ApiError
 from adapters.livekit.rooms import CallRoom, LiveKitRooms
+from adapters.services import Services
 from commands.agents import Actor
 from commands.call_commands import EndCall, InitiateCall
 from commands.idempotency import Key
@@ -30,7 +30,7 @@ OPEN_CALL = (
 
 
 async def open_call(
-    container: Any, who: Actor, cmd: InitiateCall, idempotency_key: Key
+    container: Services, who: Actor, cmd: InitiateCall, idempotency_key: Key
 ) -> tuple[Call, CallRoom, bool]:
     """The call ``cmd`` describes with its room open, or an ``ApiError``: 422 when the agent
     cannot take calls here, 409 when a replayed key's call has ended, 503 (and the call ended

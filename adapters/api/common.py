@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Query, Request, Response
 
 from adapters.api.errors import ApiError
+from adapters.services import Services
 from commands.agents import Actor
 from commands.idempotency import RequestKey, check_key
 
@@ -33,7 +34,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000)]
 
 
-def container_of(request: Request) -> Any:
+def container_of(request: Request) -> Services:
     return request.app.state.container
 
 

@@ -12,6 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.services import Services
+
 router = APIRouter(tags=["health"])
 
 
@@ -61,7 +63,7 @@ APPLICATIONS = ("agents", "calls", "webhooks")  # every application the relay pu
 PROBE_TIMEOUT = 3.0  # seconds a probe waits for a connection: /health answers while one is away
 
 
-def _postgres(container: Any) -> dict[str, Any]:
+def _postgres(container: Services) -> dict[str, Any]:
     """Per application: the event store's head and how far the relay is behind it."""
     stores: dict[str, Any] = {}
     with container.pool.connection(timeout=PROBE_TIMEOUT) as conn:
@@ -95,13 +97,13 @@ def _postgres(container: Any) -> dict[str, Any]:
 WAITING_FRESH_SECONDS = 60.0  # a waiting row older than this is from a process that is gone
 
 
-def _consumers(container: Any) -> dict[str, Any]:
+def _consumers(container: Services) -> dict[str, Any]:
     """Each consumer's last reported state; ``problems`` names the halted and waiting ones."""
     from adapters.postgres.consumer_status import read_statuses
 
     with container.pool.connection(timeout=PROBE_TIMEOUT) as conn:
         statuses = read_statuses(conn)
-        now = conn.execute("SELECT now()").fetchone()[0]
+        (now,) = conn.execute("SELECT now()").fetchone() or (None,)
         conn.rollback()
     problems = []
     for name, status in statuses.items():
@@ -121,7 +123,7 @@ class ConsumerTrouble(Exception):
         self.statuses = statuses
 
 
-def _kafka(container: Any) -> dict[str, Any]:
+def _kafka(container: Services) -> dict[str, Any]:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": container.settings.kafka.bootstrap})
@@ -129,7 +131,7 @@ def _kafka(container: Any) -> dict[str, Any]:
     return {"brokers": len(meta.brokers)}
 
 
-def _clickhouse(container: Any) -> dict[str, Any]:
+def _clickhouse(container: Services) -> dict[str, Any]:
     client = container.clickhouse()
     try:
         return {"version": client.execute("SELECT version()")[0][0]}

@@ -22,6 +22,7 @@ from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.livekit.webhooks import InvalidWebhook, signals_of, verify
+from adapters.services import Services
 from commands.call_commands import InitiateCall
 from commands.idempotency import RequestKey
 from commands.signals import SignalRejected, validate_signal
@@ -113,7 +114,7 @@ async def livekit_webhook(
     return {"received": True, "event": event.event, "signals": len(produced)}
 
 
-def _produce(container: Any, signals: list[dict[str, Any]]) -> None:
+def _produce(container: Services, signals: list[dict[str, Any]]) -> None:
     topic = f"{container.settings.topic_prefix}.ingress.provider.v1"
     producer = container.producer
     for signal in signals:

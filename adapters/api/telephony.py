@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qsl
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from adapters.api.common import IdempotencyKey, actor, container_of, replayed_he
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
 from adapters.livekit.rooms import CallRoom
+from adapters.services import Services
 from adapters.telephony import tokens, twiml
 from commands.agents import Actor, AgentNotFound
 from commands.call_commands import InitiateCall
@@ -73,7 +74,7 @@ class StreamResponse(BaseModel):
     twiml: str | None = Field(None, description="For Twilio: `<Connect><Stream>` TwiML.")
 
 
-def _parameters(container: Any, room: CallRoom) -> tuple[dict[str, str], datetime]:
+def _parameters(container: Services, room: CallRoom) -> tuple[dict[str, str], datetime]:
     settings = container.settings.telephony
     grant = tokens.StreamGrant(
         call_id=room.call_id, space_id=room.space_id, agent_id=room.agent_id,

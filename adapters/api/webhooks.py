@@ -210,7 +210,7 @@ def rotate_secret(
     write_headers(response, result)
     endpoint = result.endpoint
     assert endpoint is not None and result.secret is not None
-    rotated = app.repository.get(endpoint.id, version=result.version)
+    rotated: WebhookEndpoint = app.repository.get(endpoint.id, version=result.version)
     expires = _rotation_expiry(app, endpoint.id, result.version)
     return SecretRotated(id=endpoint.id, secret=result.secret,
                          secret_version=rotated.secret_version,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.kafka.consumer import ConsumerRuntime, Headers
+from adapters.services import Services
 
 
 def new_faust_app(settings: Any, name: str) -> Any:
@@ -40,7 +41,7 @@ def new_faust_app(settings: Any, name: str) -> Any:
 
 
 def run_faust_worker(
-    container: Any, build: Callable[[Any], Any], *, loglevel: str | None = None
+    container: Services, build: Callable[[Any], Any], *, loglevel: str | None = None
 ) -> None:
     """Run ``build(container)``'s worker in this process until SIGINT/SIGTERM."""
     import faust
@@ -54,7 +55,7 @@ def run_faust_worker(
         container.close()
 
 
-def faust_runtime(app: Any, container: Any, name: str, **kwargs: Any) -> ConsumerRuntime:
+def faust_runtime(app: Any, container: Services, name: str, **kwargs: Any) -> ConsumerRuntime:
     """The consumer runtime of one Faust agent named ``name`` (its ``consumer_status`` row)."""
     from adapters.postgres.consumer_status import write_status
 

@@ -33,6 +33,7 @@ from adapters.kafka.consumer import ConsumerRuntime, Item
 from adapters.kafka.faust import faust_runtime, new_faust_app, run_faust_worker
 from adapters.kafka.parked import IngestItem, ParkingJournal
 from adapters.kafka.topics import DLQ_SUFFIX, ingress_topics
+from adapters.services import Services
 from commands.call_ingest import Parking, SignalOutcome
 from commands.signals import CallInitiatedSignal, Signal, parse_signal
 
@@ -181,7 +182,7 @@ def _parse(item: Item) -> Signal:
     return parse_signal(item.raw)
 
 
-def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
+def build_ingest_app(container: Services, *, app_id: str | None = None) -> Any:
     """A fresh Faust app whose agent ingests both ingress topics into ``container.calls``."""
     from adapters.postgres.parking import PostgresParkingJournal
 
@@ -218,6 +219,6 @@ def build_ingest_app(container: Any, *, app_id: str | None = None) -> Any:
     return app
 
 
-def run_ingest(container: Any, *, loglevel: str | None = None) -> None:
+def run_ingest(container: Services, *, loglevel: str | None = None) -> None:
     """Run the ingest Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
     run_faust_worker(container, build_ingest_app, loglevel=loglevel)

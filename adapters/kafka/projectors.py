@@ -18,6 +18,7 @@ from typing import Any
 from adapters.clickhouse.writer import insert_rows
 from adapters.kafka.consumer import ConsumerRuntime, Item, partition_slices
 from adapters.kafka.faust import faust_runtime, new_faust_app, run_faust_worker
+from adapters.services import Services
 from projections import clickhouse_rows as ch_rows
 from projections.agents_view import apply_agent_rows
 from projections.calls_clickhouse import apply_clickhouse_calls
@@ -39,7 +40,7 @@ class ClickHouseLink:
     """One ClickHouse client per agent, connected on first use and dropped after an error so
     that the next attempt reconnects."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Services) -> None:
         self.container = container
         self.client: Any = None
 
@@ -85,7 +86,7 @@ def dlq(item: Item) -> str:
     return f"{item.topic}.dlq"
 
 
-def build_faust_app(container: Any, *, app_id: str | None = None) -> Any:
+def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
     """A fresh Faust app with the agents and calls projectors, wired to ``container``."""
     settings = container.settings
     name = app_id or f"{settings.topic_prefix}-projectors"
@@ -161,6 +162,6 @@ def add_agent(
     app.agent(topic, name=agent_name)(body)
 
 
-def run_projectors(container: Any, *, loglevel: str | None = None) -> None:
+def run_projectors(container: Services, *, loglevel: str | None = None) -> None:
     """Run the projectors' Faust worker in this process until it is stopped (SIGINT/SIGTERM)."""
     run_faust_worker(container, build_faust_app, loglevel=loglevel)

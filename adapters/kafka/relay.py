@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from adapters.kafka.producer import build_producer
 from adapters.kafka.topics import domain_topics, ensure_topics_when_ready
+from adapters.services import Services
 from domain.contract import envelope, topic_for
 from infra.settings import Settings
 
@@ -291,7 +292,7 @@ class Relay:
             self._producer = None
 
 
-def run_relay(container: Any, stop: threading.Event | None = None) -> None:
+def run_relay(container: Services, stop: threading.Event | None = None) -> None:
     """Entry point of ``voxagent relay``: create the topics, then relay every application
     (``agents``, ``calls``), each in a thread of its own with its own ``relay_positions`` row,
     until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT). Migrates nothing."""

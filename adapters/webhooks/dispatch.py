@@ -19,6 +19,7 @@ from typing import Any
 from adapters.kafka.consumer import Item
 from adapters.kafka.faust import faust_runtime, new_faust_app, run_faust_worker
 from adapters.kafka.projectors import PG_BATCH, PG_WITHIN
+from adapters.services import Services
 from adapters.webhooks.queue import Fanout, cancel_pending, enqueue, reset_health
 from projections.envelopes import decode
 from projections.webhooks import (
@@ -65,7 +66,7 @@ def apply_batch(pool: Any, items: list[Item]) -> int:
         return enqueue(conn, fanouts, now)
 
 
-def build_dispatch_app(container: Any, *, app_id: str | None = None) -> Any:
+def build_dispatch_app(container: Services, *, app_id: str | None = None) -> Any:
     settings = container.settings
     name = app_id or f"{settings.topic_prefix}-webhooks"
     app = new_faust_app(settings, name)
@@ -91,6 +92,6 @@ def build_dispatch_app(container: Any, *, app_id: str | None = None) -> Any:
     return app
 
 
-def run_dispatcher(container: Any, *, loglevel: str | None = None) -> None:
+def run_dispatcher(container: Services, *, loglevel: str | None = None) -> None:
     """Run the dispatcher's Faust worker in this process until SIGINT/SIGTERM."""
     run_faust_worker(container, build_dispatch_app, loglevel=loglevel)

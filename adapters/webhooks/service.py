@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from adapters.net.guard import TargetPolicy
+from adapters.services import Services
 from adapters.webhooks.http import WebhookClient
 from adapters.webhooks.queue import Failing
 from adapters.webhooks.sender import Sender
@@ -36,7 +37,7 @@ def retry_policy(settings: Any) -> RetryPolicy:
     )
 
 
-def build_sender(container: Any, **overrides: Any) -> Sender:
+def build_sender(container: Services, **overrides: Any) -> Sender:
     settings = container.settings
     conf = settings.webhooks
     container.webhooks  # its recorder creates webhook_secrets, which claims read  # noqa: B018
@@ -65,7 +66,7 @@ def build_sender(container: Any, **overrides: Any) -> Sender:
     )  # fmt: skip
 
 
-def run_sender(container: Any) -> None:
+def run_sender(container: Services) -> None:
     """Run until SIGINT/SIGTERM; in-flight deliveries finish and are recorded first."""
 
     async def main() -> None:

@@ -246,7 +246,7 @@ def test_unknown_agent_is_a_404_with_a_stable_code(client, issuer):
 def test_health_reports_each_dependency(client):
     body = client.get("/health").json()
     assert body["status"] == "ok"
-    assert set(body["dependencies"]) == {"postgres", "kafka", "clickhouse"}
+    assert set(body["dependencies"]) == {"postgres", "kafka", "clickhouse", "consumers"}
     assert all(dep["ok"] for dep in body["dependencies"].values())
     stores = body["dependencies"]["postgres"]["applications"]
     assert set(stores) == {"agents", "calls", "webhooks"}

@@ -16,7 +16,8 @@ import pytest
 from infra.settings import Settings
 from tests.support.chaos import PROCESSES, ChaosRun, Plan
 
-pytestmark = pytest.mark.chaos
+# the module fixture runs the whole chaos run (~2.5 min here) inside the first test's timeout
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

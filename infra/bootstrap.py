@@ -46,6 +46,9 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         "POSTGRES_LOGIN_TIMEOUT": str(pg.connect_timeout_seconds),
         "POSTGRES_APPLICATION_NAME": pg.application_name,
         "POSTGRES_LOCK_TIMEOUT": "5",
+        # a pooled connection is checked before use: after PostgreSQL restarted (or terminated
+        # sessions) a dead one is replaced instead of failing the command that drew it
+        "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y",
         "AGGREGATE_CACHE_MAXSIZE": "10000",
         "AGGREGATE_CACHE_FASTFORWARD": "y",
@@ -124,6 +127,7 @@ class Container:
             max_size=max(pg.pool_max, pg.pool_min),
             max_idle=pg.pool_max_idle_seconds,
             timeout=pg.pool_timeout_seconds,
+            check=ConnectionPool.check_connection,  # as the event store's pool (pre-ping)
             open=False,
             name=f"{pg.application_name}-read",
         )

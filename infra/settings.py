@@ -42,10 +42,11 @@ class PostgresSettings(BaseModel):
         "long closes one; repeated every interval until it is back at `pool_min`.",
     )
     pool_timeout_seconds: int = Field(
-        30,
+        5,
         ge=1,
         description="Longest wait for a connection from a pool (all in use, or PostgreSQL "
-        "away) before the operation fails.",
+        "away) before the operation fails: the API then answers 503 `store_unavailable` "
+        "(a worker thread is never held longer), consumers wait and retry.",
     )
     connect_timeout_seconds: int = Field(
         5, ge=1, description="Longest wait for PostgreSQL to accept a new connection."

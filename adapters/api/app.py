@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 
 from adapters.api import agents, costs, health, livekit, sessions, telephony, webhooks
-from adapters.api.errors import error_response, install_error_handlers
+from adapters.api.errors import error_response, install_error_handlers, unexpected_error
 from adapters.api.openapi import install_openapi
 from adapters.api.text_guard import TextGuard
+from adapters.kafka.consumer import is_infrastructure
 from adapters.services import Services
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
@@ -57,6 +58,8 @@ _STORE_AWAY = (
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not is_infrastructure(exc):  # e.g. a limit the statement itself broke: not "retry"
+        return await unexpected_error(request, exc)
     log.warning("PostgreSQL unavailable: %s", type(exc).__name__)
     return error_response(
         request,

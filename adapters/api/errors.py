@@ -100,12 +100,15 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(request, exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"request_id": request_id(request)})
-        return error_response(
-            request,
-            500,
-            "internal_error",
-            "Something went wrong on our side; retry, and report the request id if it persists.",
-        )
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """500 ``internal_error``, logged with its traceback and the request id."""
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id(request)})
+    return error_response(
+        request,
+        500,
+        "internal_error",
+        "Something went wrong on our side; retry, and report the request id if it persists.",
+    )

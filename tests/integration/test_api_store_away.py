@@ -37,3 +37,20 @@ def test_a_write_while_postgres_is_away_answers_503_store_unavailable(stack_sett
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "store_unavailable"
     assert response.headers["Retry-After"] == "5"
+
+
+def test_an_error_of_the_statement_itself_is_no_retry_later_503(stack_settings, issuer):
+    """PostgreSQL refusing what was asked (a program limit, SQLSTATE class 54) is our fault, not
+    an outage: 500 ``internal_error``, never 503 "retry"."""
+    import psycopg
+
+    def refuse() -> None:
+        raise psycopg.errors.ProgramLimitExceeded("statement too complex")
+
+    container = bootstrap(stack_settings, verifier=JwtVerifier(issuer.auth_settings()))
+    app = create_app(container)
+    app.add_api_route("/boom", refuse)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"

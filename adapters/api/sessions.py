@@ -54,6 +54,8 @@ from projections import call_queries
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 TURN_NAMESPACE = UUID("6b1f3c2e-9d4a-4f0e-8a7b-2c5d1e0f9a31")
 
+# a write by room waits (bounded, per space) for a session created a moment ago
+ROOM_WAIT = ("too_many_waits",)
 # what a write to an existing session can meet
 CHANGE = ("session_not_found", "call_ended", "invalid_call_update", "concurrent_modification")
 
@@ -132,7 +134,9 @@ async def get_by_room(request: Request, caller: CallerDep, room_name: str) -> Se
     return SessionPublic(**await _room_call(request, caller, room_name))
 
 
-@router.post("/by-room/{room_name}/end", response_model=Accepted, responses=errors(*CHANGE))
+@router.post(
+    "/by-room/{room_name}/end", response_model=Accepted, responses=errors(*CHANGE, *ROOM_WAIT)
+)
 async def end_by_room(
     request: Request, response: Response, caller: CallerDep, room_name: str,
     body: SessionEnd | None = None, idempotency_key: IdempotencyKey = None,
@@ -147,7 +151,7 @@ async def end_by_room(
     "/by-room/{room_name}/transcripts",
     status_code=201,
     response_model=Accepted,
-    responses=errors(*CHANGE),
+    responses=errors(*CHANGE, *ROOM_WAIT),
 )
 async def add_transcript_by_room(
     request: Request, response: Response, caller: CallerDep, room_name: str,

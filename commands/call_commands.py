@@ -4,7 +4,6 @@ result every one of them returns."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 from pydantic import Field
@@ -12,6 +11,7 @@ from pydantic import Field
 from commands.signals import Channel, Direction, Speaker, TransferMode, UsageKind
 from commands.writes import Written
 from domain.calls import Call
+from domain.numbers import Millis, Moment, Quantity
 from domain.text import Storable
 
 
@@ -21,7 +21,7 @@ class CallNotFound(Exception):
 
 class CallCommand(Storable):
     call_id: UUID
-    at: datetime | None = None  # when it happened; now when not given
+    at: Moment | None = None  # when it happened; now when not given
 
 
 class InitiateCall(Storable):
@@ -32,7 +32,7 @@ class InitiateCall(Storable):
     from_number: str | None = Field(None, max_length=64)
     to_number: str | None = Field(None, max_length=64)
     call_id: UUID | None = None
-    at: datetime | None = None
+    at: Moment | None = None
 
 
 class StartCall(CallCommand):
@@ -43,8 +43,8 @@ class AddTranscript(CallCommand):
     turn_id: str = Field(min_length=1, max_length=256)
     speaker: Speaker
     text: str = Field(max_length=20_000)
-    start_ms: int = Field(ge=0)
-    end_ms: int = Field(ge=0)
+    start_ms: Millis
+    end_ms: Millis
 
 
 class RequestTransfer(CallCommand):
@@ -54,14 +54,14 @@ class RequestTransfer(CallCommand):
 
 class EndCall(CallCommand):
     reason: str = Field("completed", min_length=1, max_length=256)
-    duration_ms: int | None = Field(None, ge=0)  # from answer (or initiation) to ``at`` if None
+    duration_ms: Millis | None = None  # from answer (or initiation) to ``at`` if None
 
 
 class RecordUsage(CallCommand):
     provider: str = Field(min_length=1, max_length=256)
     model: str = Field(min_length=1, max_length=256)
     kind: UsageKind
-    quantity: float = Field(ge=0, allow_inf_nan=False)
+    quantity: Quantity
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from uuid import UUID
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from domain.numbers import ConfigVersion, Millis, Quantity, check_moment
 from domain.text import JSON_TOO_DEEP, JSON_TOO_LARGE, UNSTORABLE_TEXT, Storable, max_json_bytes
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -29,7 +30,6 @@ DtmfDigit = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#", 
 UsageKind = Literal[
     "stt_seconds", "llm_input_tokens", "llm_output_tokens", "tts_characters", "telephony_seconds"
 ]
-Millis = Annotated[int, Field(ge=0)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 # what a tool was called with and answered (third-party JSON, reported by the worker)
 ToolJson = Annotated[Any, max_json_bytes(256 * 1024)]
@@ -74,13 +74,13 @@ class _Signal(Storable):
             raise ValueError("must be an ISO 8601 date-time string")
         if moment.tzinfo is None:
             raise ValueError("needs a UTC offset (e.g. 2026-01-31T12:00:00.000Z)")
-        return iso_ms(moment)
+        return iso_ms(check_moment(moment))
 
 
 class CallInitiatedSignal(_Signal):
     type: Literal["call.initiated"] = "call.initiated"
     agent_id: UUID
-    agent_config_version: int = Field(ge=1)
+    agent_config_version: ConfigVersion
     direction: Direction
     channel: Channel
     from_number: str | None = Field(None, max_length=64)
@@ -134,7 +134,7 @@ class UsageSignal(_Signal):
     provider: Name
     model: Name
     kind: UsageKind
-    quantity: float = Field(ge=0, allow_inf_nan=False)
+    quantity: Quantity
 
 
 class TurnMetricsSignal(_Signal):

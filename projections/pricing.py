@@ -9,11 +9,13 @@ overrides) and answers ``price(provider, model, kind, at)``. A document::
 
 ``usd`` (a decimal string) is the price of ``per`` units (default 1): seconds for
 ``stt_seconds`` / ``telephony_seconds``, tokens for ``llm_*_tokens``, characters for
-``tts_characters``. ``model`` ``"*"`` prices every model of the provider that has no entry of
-its own. The chosen entry is the most specific (model beats ``"*"``), then the newest effective
-at the usage's date, then the overrides' at equal dates. Unknown usage costs 0 with the entry id
-``"unpriced"``: a projection never fails on a price. Costs are Decimal, rounded half-even to
-micro-dollars, so the same events always give the same cost.
+``tts_characters``; a unit price (``usd / per``) is at most ``MAX_UNIT_PRICE_USD`` (0.01 USD per
+base unit, domain/numbers.py: a cost must fit its columns). ``model`` ``"*"`` prices every model
+of the provider that has no entry of its own. The chosen entry is the most specific (model beats
+``"*"``), then the newest effective at the usage's date, then the overrides' at equal dates.
+Unknown usage costs 0 with the entry id ``"unpriced"``: a projection never fails on a price.
+Costs are Decimal, rounded half-even to micro-dollars, so the same events always give the same
+cost.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from domain.numbers import MAX_UNIT_PRICE_USD
 
 MICRO = Decimal("0.000001")
 UNIT_PRICE_QUANTUM = Decimal("1e-12")
@@ -43,6 +47,13 @@ CATEGORY_OF: dict[str, tuple[str, str, int]] = {
     "llm_output_tokens": ("llm_output", "tokens", 1),
     "tts_characters": ("tts", "characters", 1),
     "telephony_seconds": ("telephony", "minutes", 60),
+}
+BASE_UNIT = {
+    "stt_seconds": "second",
+    "llm_input_tokens": "token",
+    "llm_output_tokens": "token",
+    "tts_characters": "character",
+    "telephony_seconds": "second",
 }
 CATEGORIES = tuple(c for c, _, _ in CATEGORY_OF.values())
 
@@ -138,6 +149,11 @@ def parse_document(doc: Any, rank: int = 0, where: str = "catalog") -> list[Entr
             usd, per = Decimal(str(item["usd"])), int(item.get("per", 1))
             if usd < 0 or per <= 0:
                 raise PricingError("usd must be >= 0 and per > 0")
+            if usd / per > MAX_UNIT_PRICE_USD:
+                raise PricingError(
+                    f"usd / per must be at most {MAX_UNIT_PRICE_USD} USD per "
+                    f"{BASE_UNIT[kind]} (so that every cost fits its columns)"
+                )
             entries.append(
                 Entry(
                     provider=str(item["provider"]).strip().lower(),

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.numbers import Millis, Quantity
 from domain.text import Storable
 
 Status = Literal["initiated", "in_progress", "transferring", "ended"]
@@ -32,14 +33,14 @@ class SessionUpdate(Storable):
 
     status: Literal["in_progress", "ended"]
     end_reason: str | None = Field(None, min_length=1, max_length=256)
-    duration_ms: int | None = Field(None, ge=0)
+    duration_ms: Millis | None = None
 
 
 class SessionEnd(Storable):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field("completed", min_length=1, max_length=256)
-    duration_ms: int | None = Field(None, ge=0)
+    duration_ms: Millis | None = None
 
 
 class TranscriptCreate(Storable):
@@ -47,8 +48,8 @@ class TranscriptCreate(Storable):
 
     speaker: Literal["user", "agent"]
     text: str = Field(max_length=20_000)
-    start_ms: int = Field(0, ge=0)
-    end_ms: int = Field(0, ge=0)
+    start_ms: Millis = 0
+    end_ms: Millis = 0
     turn_id: str | None = Field(None, min_length=1, max_length=256)
 
 
@@ -69,7 +70,7 @@ class UsageEventCreate(Storable):
         "stt_seconds", "llm_input_tokens", "llm_output_tokens", "tts_characters",
         "telephony_seconds",
     ]  # fmt: skip
-    quantity: float = Field(ge=0, allow_inf_nan=False)
+    quantity: Quantity
 
 
 class Dtmf(BaseModel):

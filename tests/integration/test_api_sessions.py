@@ -203,3 +203,47 @@ def test_session_routes_require_a_token(client):
 def test_bad_session_input_gets_a_422(client, issuer, body, field):
     resp = client.post("/api/sessions", json=body, headers=issuer.headers(space()))
     assert resp.status_code == 422 and field in resp.text
+
+
+def test_numbers_out_of_range_get_a_422_and_nothing_is_written(client, issuer):
+    """A quantity or an offset no column can hold is refused up front (domain/numbers.py);
+    the largest accepted values are projected (the read model reaches their version)."""
+    sp = space()
+    agent_id = new_agent(client, issuer, sp)
+    created = new_session(client, issuer, sp, agent_id)
+    sid, h = created["id"], issuer.headers(sp)
+    usage = {"session_id": sid, "provider": "openai", "model": "gpt-4o-mini",
+             "kind": "llm_input_tokens"}  # fmt: skip
+    for quantity in (1e300, 1_000_000_001, -1):
+        resp = client.post("/api/usage/events", json={**usage, "quantity": quantity}, headers=h)
+        assert resp.status_code == 422, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "invalid_request"
+        assert error["details"][0]["loc"][-1] == "quantity"
+    for start_ms in (2**32, 2**63):
+        resp = client.post(
+            f"/api/sessions/{sid}/transcripts",
+            json={"speaker": "user", "text": "hi", "start_ms": start_ms},
+            headers=h,
+        )
+        assert resp.status_code == 422 and "start_ms" in resp.text
+    resp = client.patch(
+        f"/api/sessions/{sid}", json={"status": "ended", "duration_ms": 2**32}, headers=h
+    )
+    assert resp.status_code == 422 and "duration_ms" in resp.text
+    # nothing of the above was stored: the next write is the session's next version
+    ok = client.post("/api/usage/events", json={**usage, "quantity": 1e9}, headers=h)
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["version"] == created["version"] + 1
+    said = client.post(
+        f"/api/sessions/{sid}/transcripts",
+        json={"speaker": "user", "text": "hi", "start_ms": 2**32 - 1, "end_ms": 2**32 - 1},
+        headers=h,
+    )
+    assert said.status_code == 201, said.text
+    session = read(client, issuer, sp, sid, said.json()["version"])
+    assert session["version"] == created["version"] + 2 and session["transcript_count"] == 1
+    lines = client.get(f"/api/sessions/{sid}/cost-breakdown", headers=h).json()["lines"]
+    assert [(line["quantity"], line["usage_count"]) for line in lines] == [(1e9, 1)]
+    transcripts = client.get(f"/api/sessions/{sid}/transcripts", headers=h).json()
+    assert [t["start_ms"] for t in transcripts] == [2**32 - 1]

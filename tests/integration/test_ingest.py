@@ -264,6 +264,21 @@ def test_signal_after_the_end_and_malformed_message_are_dead_lettered_and_the_st
                 ),
             ),
             (key, a_signal(fresh, 1, "call.started")),
+            # numbers and times no column can hold: rejected, the call goes on without them
+            (
+                key,
+                a_signal(
+                    fresh,
+                    3,
+                    "call.usage",
+                    provider="openai",
+                    model="m",
+                    kind="stt_seconds",
+                    quantity=1e300,
+                ),
+            ),
+            (key, a_signal(fresh, 4, "call.dtmf", digit="1", offset_ms=2**32)),
+            (key, a_signal(fresh, 5, "call.started", at="2999-01-01T00:00:00Z")),
             (key, a_signal(fresh, 2, "call.ended", reason="hangup", duration_ms=5)),
         ],
     )
@@ -279,11 +294,20 @@ def test_signal_after_the_end_and_malformed_message_are_dead_lettered_and_the_st
     def dead_letters() -> dict[str, dict]:
         return {h["dlq.error"]: {"key": k, "value": v, **h} for k, v, h in read_all(settings, dlq)}
 
+    def invalid() -> list[str]:
+        return sorted(
+            h["dlq.message"].split(":")[0]
+            for k, _, h in read_all(settings, dlq)
+            if k == key and h["dlq.error"] == "invalid_signal"
+        )
+
     letters = eventually(
         lambda: (d := dead_letters()) and {"call_ended", "malformed_json"} <= set(d) and d,
         timeout=30,
         what="the dead letters",
     )
+    assert eventually(lambda: len(invalid()) == 3, timeout=30, what="the out-of-range signals")
+    assert invalid() == ["at", "offset_ms", "quantity"]
     assert isinstance(letters, dict)
     after_end = letters["call_ended"]
     assert after_end["value"] == late and after_end["key"] == ended.encode()

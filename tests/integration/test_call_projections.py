@@ -17,10 +17,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from confluent_kafka import Producer
 from eventsourcing.application import Application
 
+from adapters.kafka.consumer import is_infrastructure
 from domain.contract import envelope, iso_ms
 from infra.bootstrap import Container, bootstrap, eventsourcing_env
 from infra.settings import Settings
@@ -140,6 +142,29 @@ def test_batches_of_several_sources_in_one_transaction_equal_live(env: dict[str,
                 conn.execute(f"DROP TABLE IF EXISTS {name}")
             conn.execute("DELETE FROM projection_tracking WHERE projection = 'calls-slices'")
             conn.commit()
+
+
+def test_a_failing_write_rolls_the_whole_batch_back_with_its_own_error(
+    env: dict[str, Any],
+) -> None:
+    """The batch's statements are pipelined: a write that fails raises its own error (not a
+    connection error, which the consumer runtime would wait out) and nothing of the batch —
+    tracking records included — is kept."""
+    container, catalog = env["container"], env["catalog"]
+    events = [parse_call_event(e) for e in env["envs"] if is_call_event(e)]
+    broken = {**TABLES, "transcripts": "no_such_table"}
+    before = snapshot(container)
+    with container.pool.connection() as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable) as raised:
+            apply_call_slices(conn, [Slice("broken#0", 5, events), Slice("broken#1", 5, [])],
+                              "calls-broken", catalog=catalog, tables=broken)  # fmt: skip
+        assert not is_infrastructure(raised.value)
+        tracked = conn.execute(
+            "SELECT count(*) FROM projection_tracking WHERE projection = 'calls-broken'"
+        ).fetchone()
+        conn.rollback()
+    assert tracked == (0,)
+    assert snapshot(container) == before
 
 
 def test_rollups_equal_the_sum_over_usage_and_the_call_totals(env: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ insert actually returned. A duplicate, a redelivered batch or a replay never cou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -136,18 +137,40 @@ def _insert_usage_and_roll_up(usage: str, rollup: str) -> Composed:
     )
 
 
+def _load_statement(table: str, *, lock: bool) -> Composed:
+    query = SQL("SELECT {cols} FROM {t} WHERE id = ANY(%s::uuid[]) ORDER BY id").format(
+        cols=SQL(", ".join(p.CALL_COLUMNS)), t=Identifier(table)
+    )
+    return query + SQL(" FOR UPDATE") if lock else query
+
+
 def load_calls(
     conn: Connection[Any], ids: Iterable[str], table: str = "calls", *, lock: bool = True
 ) -> dict[str, dict[str, Any]]:
     """The current rows of these calls (locked until the transaction ends when ``lock``)."""
-    query = SQL("SELECT {cols} FROM {t} WHERE id = ANY(%s::uuid[]) ORDER BY id").format(
-        cols=SQL(", ".join(p.CALL_COLUMNS)), t=Identifier(table)
-    )
-    if lock:
-        query = query + SQL(" FOR UPDATE")
+    query = _load_statement(table, lock=lock)
     with conn.cursor(row_factory=dict_row) as cur:
         found = cur.execute(query, (sorted(set(ids)),)).fetchall()
     return {str(r["id"]): {**r, "id": str(r["id"])} for r in found}
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The events of one source (a Kafka partition) in a batch, in stream order, and the
+    position its tracking record moves to."""
+
+    source: str
+    position: int
+    events: list[p.CallEvent]
+
+
+_TRACK_MANY = """
+INSERT INTO projection_tracking AS pt (projection, source, position)
+SELECT %s, s.source, s.position FROM unnest(%s::text[], %s::bigint[]) AS s(source, position)
+ORDER BY s.source
+ON CONFLICT (projection, source) DO UPDATE SET position = excluded.position
+WHERE pt.position < excluded.position RETURNING source
+"""
 
 
 def apply_call_events(
@@ -163,25 +186,58 @@ def apply_call_events(
     """Apply a batch and move the tracking to ``position``, in one transaction.
 
     Returns what the batch changed, or None when this position was applied already."""
-    with conn.transaction():
-        if not advance_tracking(conn, projection, source, position):
+    return apply_call_slices(
+        conn, [Slice(source, position, events)], projection, catalog=catalog, tables=tables
+    )
+
+
+def apply_call_slices(
+    conn: Connection[Any],
+    slices: Sequence[Slice],
+    projection: str,
+    *,
+    catalog: Catalog,
+    tables: Mapping[str, str] = TABLES,
+) -> p.CallChanges | None:
+    """Apply the slices of a batch (several sources, e.g. every Kafka partition in it) and move
+    each source's tracking record, all in one transaction, in two round trips (pipeline mode).
+
+    A slice whose source is at ``position`` already changes nothing (the calls of a source are
+    its own: the relay keys every event by its call). Returns what the batch changed, or None
+    when every slice was applied already. Round trip 1: the tracking records move forward and
+    the batch's calls are read ``FOR UPDATE`` (speculatively: those of a slice applied already
+    are locked and left alone); round trip 2: every write and the commit."""
+    slices = sorted(slices, key=lambda s: s.source)  # one lock order for all writers
+    ids = sorted({e.call_id for s in slices for e in s.events})
+    with conn.pipeline(), conn.transaction():
+        tracked = conn.execute(
+            _TRACK_MANY,
+            (projection, [s.source for s in slices], [s.position for s in slices]),
+        )
+        with conn.cursor(row_factory=dict_row) as cur:
+            load = _load_statement(tables["calls"], lock=True)
+            found = cur.execute(load, (ids,)) if ids else None
+            advanced = {row[0] for row in tracked.fetchall()}  # the pipeline syncs here
+            rows = found.fetchall() if found is not None else []
+        if not advanced:
             return None
+        events = [e for s in slices if s.source in advanced for e in s.events]
         if not events:
             return p.CallChanges()
-        current = load_calls(conn, (e.call_id for e in events), tables["calls"])
+        current = {str(r["id"]): {**r, "id": str(r["id"])} for r in rows}
         changes = p.project_calls(events, current, catalog)
         if changes.calls:
-            rows = sorted(changes.calls.values(), key=lambda r: r["id"])
-            conn.execute(_upsert_calls(tables["calls"]), {"rows": rows_json(rows)})
-        for kind, rows in changes.events.items():
-            if not rows:
+            calls = sorted(changes.calls.values(), key=lambda r: r["id"])
+            conn.execute(_upsert_calls(tables["calls"]), {"rows": rows_json(calls)})
+        for kind, kind_rows in changes.events.items():
+            if not kind_rows:
                 continue
             statement = (
                 _insert_usage_and_roll_up(tables["usage"], tables["cost_daily"])
                 if kind == "usage"
                 else _insert_events(tables[kind], kind)
             )
-            conn.execute(statement, {"rows": rows_json(rows)})
+            conn.execute(statement, {"rows": rows_json(kind_rows)})
         return changes
 
 

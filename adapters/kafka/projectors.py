@@ -22,7 +22,7 @@ from adapters.services import Services
 from projections import clickhouse_rows as ch_rows
 from projections.agents_view import apply_agent_rows
 from projections.calls_clickhouse import apply_clickhouse_calls
-from projections.calls_view import apply_call_events
+from projections.calls_view import Slice, apply_call_slices
 from projections.envelopes import ch_batch_rows, ch_events, decode, pg_events, pg_rows
 from projections.pricing import catalog_from_settings
 
@@ -111,10 +111,12 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
         agents_link.run(insert)
 
     def calls_postgres(items: list[Item]) -> None:
-        with container.pool.connection() as conn:
-            for source, position, part in partition_slices(items):
-                events = [e for item in part for e in item.value]
-                apply_call_events(conn, events, CALLS_PROJECTION, source, position, catalog=catalog)
+        slices = [
+            Slice(source, position, [e for item in part for e in item.value])
+            for source, position, part in partition_slices(items)
+        ]
+        with container.pool.connection() as conn:  # every partition: one transaction
+            apply_call_slices(conn, slices, CALLS_PROJECTION, catalog=catalog)
 
     def calls_clickhouse(items: list[Item]) -> None:
         def insert(client: Any) -> None:

@@ -17,16 +17,26 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from confluent_kafka import Producer
 from eventsourcing.application import Application
 
+from adapters.kafka.consumer import is_infrastructure
 from domain.contract import envelope, iso_ms
 from infra.bootstrap import Container, bootstrap, eventsourcing_env
 from infra.settings import Settings
 from projections import call_queries as q
+from projections.calls import is_call_event, parse_call_event
 from projections.calls_replay import replay_calls
-from projections.calls_view import TABLES, CallsRunner, apply_call_envelopes
+from projections.calls_view import (
+    TABLES,
+    CallsRunner,
+    Slice,
+    apply_call_envelopes,
+    apply_call_slices,
+    table_names,
+)
 from projections.pricing import catalog_from_settings
 from tests.support.call_stream import AGENTS, OTHER, SPACE, build_calls
 from tests.support.databases import isolated
@@ -84,6 +94,76 @@ def test_redelivered_and_overlapping_batches_change_nothing(env: dict[str, Any])
         # and a batch already tracked is skipped as a whole
         assert apply_call_envelopes(conn, envs, "calls", "redelivered#0", 1,
                                     catalog=env["catalog"]) is None  # fmt: skip
+    assert snapshot(container) == before
+
+
+def test_batches_of_several_sources_in_one_transaction_equal_live(env: dict[str, Any]) -> None:
+    """The Kafka projector applies every partition of a batch in one transaction: each source's
+    tracking record gates its own slice, so a batch where one source was applied already and
+    another not applies exactly the new one, and the result equals the live view."""
+    container, catalog = env["container"], env["catalog"]
+    tables = table_names("_slices")
+    events = [parse_call_event(e) for e in env["envs"] if is_call_event(e)]
+    sources = sorted({e.call_id for e in events})
+    part = {call: f"calls.v1#{sources.index(call) % 3}" for call in sources}  # 3 "partitions"
+
+    def slices(batch: list[Any]) -> list[Slice]:
+        by_source: dict[str, list[Any]] = {}
+        for event in batch:
+            by_source.setdefault(part[event.call_id], []).append(event)
+        return [Slice(src, max(e.position for e in evs), evs) for src, evs in by_source.items()]
+
+    batches = [events[i : i + 9] for i in range(0, len(events), 9)]
+    with container.pool.connection() as conn:
+        for name in tables.values():
+            conn.execute(f"CREATE TABLE {name} (LIKE {name.removesuffix('_slices')} INCLUDING ALL)")
+        conn.commit()
+        try:
+            for n, batch in enumerate(batches):
+                todo = slices(batch)
+                if n == 2:  # one source of this batch lands first, alone; then all of it
+                    apply_call_slices(conn, todo[:1], "calls-slices", catalog=catalog,
+                                      tables=tables)  # fmt: skip
+                changes = apply_call_slices(conn, todo, "calls-slices", catalog=catalog,
+                                            tables=tables)  # fmt: skip
+                assert changes is not None and changes.calls
+                again = apply_call_slices(conn, todo, "calls-slices", catalog=catalog,
+                                          tables=tables)  # fmt: skip
+                assert again is None  # redelivered: every source applied already
+            for live, rebuilt in zip(TABLES.values(), tables.values(), strict=True):
+                got, want = (
+                    conn.execute(f"SELECT * FROM {name} ORDER BY 1, 2, 3, 4, 5").fetchall()
+                    for name in (rebuilt, live)
+                )
+                assert got == want, live
+        finally:
+            conn.rollback()
+            for name in tables.values():
+                conn.execute(f"DROP TABLE IF EXISTS {name}")
+            conn.execute("DELETE FROM projection_tracking WHERE projection = 'calls-slices'")
+            conn.commit()
+
+
+def test_a_failing_write_rolls_the_whole_batch_back_with_its_own_error(
+    env: dict[str, Any],
+) -> None:
+    """The batch's statements are pipelined: a write that fails raises its own error (not a
+    connection error, which the consumer runtime would wait out) and nothing of the batch —
+    tracking records included — is kept."""
+    container, catalog = env["container"], env["catalog"]
+    events = [parse_call_event(e) for e in env["envs"] if is_call_event(e)]
+    broken = {**TABLES, "transcripts": "no_such_table"}
+    before = snapshot(container)
+    with container.pool.connection() as conn:
+        with pytest.raises(psycopg.errors.UndefinedTable) as raised:
+            apply_call_slices(conn, [Slice("broken#0", 5, events), Slice("broken#1", 5, [])],
+                              "calls-broken", catalog=catalog, tables=broken)  # fmt: skip
+        assert not is_infrastructure(raised.value)
+        tracked = conn.execute(
+            "SELECT count(*) FROM projection_tracking WHERE projection = 'calls-broken'"
+        ).fetchone()
+        conn.rollback()
+    assert tracked == (0,)
     assert snapshot(container) == before
 
 

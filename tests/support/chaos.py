@@ -46,6 +46,7 @@ from commands.signals import iso_ms
 from infra.settings import REPO_ROOT, Settings
 from infra.simulate import plan_call
 from infra.stack import manager
+from infra.stack.common import StackError
 from tests.support.databases import isolated
 from tests.support.jwt import JwksServer
 from tests.support.processes import Process, settings_env
@@ -419,9 +420,22 @@ class ChaosRun:
             code: n - before.get(code, 0) for code, n in self.commands.statuses.items()
         }
         self.echo(f"[chaos] starting {service} again...")
-        manager.up(self.stack_settings, self._stack_echo, services=[service])
+        self._start(service)
         self.down = None
         self._recover(step)
+
+    def _start(self, service: str, attempts: int = 3) -> None:
+        """Start a stopped service again; a broker that exits while it starts (KRaft, on a busy
+        machine, now and then) is started once more: the run is about the platform, not it."""
+        for attempt in range(1, attempts + 1):
+            try:
+                manager.up(self.stack_settings, self._stack_echo, services=[service])
+                return
+            except StackError as exc:
+                if attempt == attempts:
+                    raise
+                self.echo(f"[chaos] {service} did not start ({str(exc).splitlines()[0]}); again")
+                time.sleep(5.0)
 
     def _kill(self, name: str) -> None:
         step = Step(f"kill -9 {name}", time.monotonic())

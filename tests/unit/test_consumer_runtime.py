@@ -308,3 +308,24 @@ def test_errors_of_the_work_itself_are_not_infrastructure(error):
 
 def test_an_infrastructure_cause_counts_through_a_wrapper():
     assert is_infrastructure(_wrapped())
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "retry_first_seconds",
+        "retry_max_seconds",
+        "halted_retry_seconds",
+        "park_max_age_seconds",
+        "park_max_items",
+        "park_retry_seconds",
+    ],
+)
+def test_consumer_settings_refuse_zero_which_would_make_busy_loops(field):
+    from pydantic import ValidationError
+
+    from infra.settings import ConsumerSettings
+
+    with pytest.raises(ValidationError, match=field):
+        ConsumerSettings(**{field: 0})
+    assert getattr(ConsumerSettings(**{field: 1}), field) == 1

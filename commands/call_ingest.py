@@ -191,9 +191,10 @@ class Parking(Generic[T]):
     ``park`` appends (an item re-parked after a failed retry keeps its first ``since``);
     ``take`` removes whole calls for a retry: the ones named (a new batch touches them) and,
     with ``due``, every call not retried for ``retry_every`` seconds. ``expire`` removes what
-    waited ``max_age`` seconds. Beyond ``max_items`` the oldest parked call loses its oldest
-    item (``park`` returns the evicted). A call's items only ever leave from the front, so
-    whatever is applied later keeps the order in which the call's signals arrived.
+    waited ``max_age`` seconds (``rebase`` restarts every age). Beyond ``max_items`` the oldest
+    parked call loses its oldest item (``park`` returns the evicted). A call's items only ever
+    leave from the front, so whatever is applied later keeps the order in which the call's
+    signals arrived.
     """
 
     def __init__(
@@ -247,14 +248,24 @@ class Parking(Generic[T]):
             taken.extend(items)
         return taken
 
-    def expire(self) -> list[T]:
-        """Remove and return every item parked ``max_age`` seconds ago or earlier."""
+    def expire(self, spare: Iterable[UUID] = ()) -> list[T]:
+        """Remove and return every item parked ``max_age`` seconds ago or earlier, except the
+        items of the calls in ``spare``."""
         limit = self.clock() - self.max_age
         expired: list[T] = []
-        for call_id in list(self._calls):
+        kept = set(spare)
+        for call_id in [c for c in self._calls if c not in kept]:
             while call_id in self._calls and self._calls[call_id][0].since <= limit:
                 expired.append(self._pop_front(call_id).item)
         return expired
+
+    def rebase(self) -> list[T]:
+        """Count every parked item's age from now (time spent waiting on something else than
+        the call, e.g. an outage or downtime, is not waiting for the call); returns them."""
+        now = self.clock()
+        for call_id, items in self._calls.items():
+            self._calls[call_id] = deque(Parked(p.item, now) for p in items)
+        return [p.item for items in self._calls.values() for p in items]
 
     def _pop_front(self, call_id: UUID) -> Parked[T]:
         items = self._calls[call_id]

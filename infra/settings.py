@@ -328,28 +328,34 @@ class ConsumerSettings(BaseModel):
 
     retry_first_seconds: float = Field(
         0.2,
+        gt=0,
         description="First wait before retrying work that failed because PostgreSQL, "
         "ClickHouse or Kafka is away; it doubles on each failure up to `retry_max_seconds`. "
         "Such work is retried forever, never dead-lettered.",
     )
-    retry_max_seconds: float = Field(5.0, description="Longest wait between two such retries.")
+    retry_max_seconds: float = Field(
+        5.0, gt=0, description="Longest wait between two such retries."
+    )
     halted_retry_seconds: float = Field(
         30.0,
+        gt=0,
         description="A consumer halted on a stored event it cannot apply tries it again this "
         "often (so it goes on by itself once the cause is fixed).",
     )
     park_max_age_seconds: float = Field(
         30.0,
+        gt=0,
         description="How long ingest keeps a signal whose call does not exist yet (its "
         "`call.initiated` not seen) before dead-lettering it as `unknown_call`.",
     )
     park_max_items: int = Field(
         10_000,
+        gt=0,
         description="Signals ingest keeps waiting for their call at most; beyond, the oldest "
         "is dead-lettered as `unknown_call`.",
     )
     park_retry_seconds: float = Field(
-        0.5, description="How often ingest retries the signals waiting for their call."
+        0.5, gt=0, description="How often ingest retries the signals waiting for their call."
     )
 
 

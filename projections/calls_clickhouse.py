@@ -14,16 +14,23 @@ depends on nothing but ClickHouse: PostgreSQL may lag or be down.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from projections import calls as p
 from projections.clickhouse_rows import compact_json
 from projections.pricing import MICRO, Catalog
 
-Insert = Callable[[Any, str, tuple[str, ...], list[dict[str, Any]]], None]
+
+class Insert(Protocol):
+    """Inserts rows into a ClickHouse table (``adapters.clickhouse.writer.insert_rows``)."""
+
+    def __call__(
+        self, client: Any, table: str, rows: list[dict[str, Any]], *, columns: Sequence[str]
+    ) -> int: ...
+
 
 CALL_COLUMNS = (
     "call_id", "space_id", "agent_id", "agent_config_version", "direction", "channel",
@@ -138,5 +145,5 @@ def apply_clickhouse_calls(
     changes = p.project_calls(events, load_calls(client, (e.call_id for e in events)), catalog)
     for table, rows in changes_rows(changes).items():
         columns = CALL_COLUMNS if table == "calls" else EVENT_COLUMNS[table]
-        insert(client, table, columns, rows)
+        insert(client, table, rows, columns=columns)
     return changes

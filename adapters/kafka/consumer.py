@@ -9,9 +9,10 @@ an ``apply`` step for a list of items (run in a thread: it does the I/O), and ``
 dead-letter topic. Failures fall in three classes:
 
 - **infrastructure** (``is_infrastructure``: PostgreSQL, ClickHouse or Kafka away, pool
-  timeouts, socket errors): the consumer stops and waits, retrying the same work forever with
-  a capped backoff; nothing is dead-lettered, nothing is skipped, so it resumes exactly where it
-  was. State ``waiting``; logged once when it starts and once when it recovers.
+  timeouts, socket errors, and a write that raced a concurrent one, ``ConcurrentModification``):
+  the consumer stops and waits, retrying the same work forever with a capped backoff; nothing is
+  dead-lettered, nothing is skipped, so it resumes exactly where it was. State ``waiting``;
+  logged once when it starts and once when it recovers.
 - **a malformed message** (``prepare`` raised: not JSON, not an envelope, not a valid signal):
   dead-lettered at once to ``<topic>.dlq`` with headers naming the error; the batch goes on.
 - **a well-formed message ``apply`` cannot take** (anything else, e.g. a ``DataError``): the
@@ -25,7 +26,7 @@ dead-letter topic. Failures fall in three classes:
 While ``handle``/``apply`` do not return, Faust acknowledges nothing of the batch, so no offset
 moves past a message that was not handled. Every change of state goes to ``report`` (the
 ``consumer_status`` table read by ``/health``), best effort: while PostgreSQL is away the report
-is retried later.
+is retried later, at most every ``REPORT_EVERY`` seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 FIRST_BACKOFF, MAX_BACKOFF, HALTED_RETRY, REPORT_EVERY = 0.2, 5.0, 30.0, 10.0
+REPORT_TIMEOUT = 3.0  # the consumer waits this long for a report at most
 
 
 @dataclass
@@ -98,6 +100,9 @@ _INFRA_NAMES = {
     # aiokafka / confluent-kafka
     "KafkaTimeoutError", "KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError",
     "NotLeaderForPartitionError", "LeaderNotAvailableError", "KafkaException",
+    # commands.*: a write raced ours (e.g. an API command on the same call); the work is sound
+    # and goes through when tried again
+    "ConcurrentModification",
 }  # fmt: skip
 # ClickHouse server errors that mean "not now": timeouts, memory, too many parts or queries,
 # read-only replica, network
@@ -117,8 +122,9 @@ def _chain(exc: BaseException) -> Iterable[BaseException]:
 
 
 def is_infrastructure(exc: BaseException) -> bool:
-    """True when ``exc`` (or what caused it) means a service is away or overloaded, so the same
-    work will succeed later; False when the work itself is at fault."""
+    """True when ``exc`` (or what caused it) means a service is away or overloaded, or that a
+    concurrent write got there first, so the same work will succeed later; False when the work
+    itself is at fault."""
     for e in _chain(exc):
         sqlstate = getattr(e, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_NOT_TRANSIENT_SQLSTATE):
@@ -157,6 +163,7 @@ class ConsumerRuntime:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
         in_thread: Callable[..., Awaitable[Any]] = asyncio.to_thread,
+        report_timeout: float = REPORT_TIMEOUT,
     ) -> None:
         self.name, self.send, self.report = name, send, report
         self.unapplicable, self.failed_code = unapplicable, failed_code
@@ -168,6 +175,8 @@ class ConsumerRuntime:
         self.status = Status(name, "running", clock())
         self._reported: Status | None = None
         self._reported_at = float("-inf")
+        self.report_timeout = report_timeout
+        self._reporting: asyncio.Future[Any] | None = None
 
     # -- the three steps ------------------------------------------------------------------
     async def prepare(
@@ -246,7 +255,9 @@ class ConsumerRuntime:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         """Send ``item`` to ``dlq`` with headers naming why; a failing send (Kafka away) is
-        waited out like any infrastructure error: a message is never dropped unsent."""
+        waited out like any infrastructure error: a message is never dropped unsent. A send
+        that can never succeed (e.g. the message is too large, the topic does not exist) is
+        raised: ``guarded`` halts the consumer on it, naming the error."""
         item.dead = True
         self.counters["dead_lettered"] += 1
         log.error("%s: %s -> %s: %s: %s", self.name, item.source, dlq, code, message[:500])
@@ -261,7 +272,11 @@ class ConsumerRuntime:
         while True:
             try:
                 await self.send(dlq, item.key, item.raw, all_headers)
-            except Exception as exc:  # noqa: BLE001 - the dead-letter topic is infrastructure
+            except Exception as exc:
+                if not is_infrastructure(exc):
+                    log.critical("%s: cannot dead-letter %s to %s: %s", self.name, item.source,
+                                 dlq, error_text(exc))  # fmt: skip
+                    raise
                 await self._wait(exc, item.source, delay)
                 delay = min(delay * 2, self.max_backoff)
                 continue
@@ -344,18 +359,27 @@ class ConsumerRuntime:
         return self.clock() - self._reported_at >= REPORT_EVERY
 
     async def _ensure_reported(self) -> None:
-        if self._reported != self.status:
+        """Report a status not reported yet; a failed report is retried at most every
+        ``REPORT_EVERY`` seconds (each attempt may wait for PostgreSQL: not on every step)."""
+        if self._reported != self.status and self._due():
             await self._report()
 
     async def _report(self) -> None:
-        """Best effort: a failed report (PostgreSQL away) is tried again later."""
+        """Best effort: a failed report (PostgreSQL away) is tried again later. The consumer
+        waits ``report_timeout`` seconds for it at most (the report goes on in its thread; no
+        other starts until it ends)."""
         self._reported_at = self.clock()
         if self.report is None:
             self._reported = self.status
             return
+        if self._reporting is not None and not self._reporting.done():
+            return  # the last one still waits for PostgreSQL
         status = replace(self.status, counters=dict(self.counters))
+        reporting = asyncio.ensure_future(self.in_thread(self.report, status))
+        reporting.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+        self._reporting = reporting
         try:
-            await self.in_thread(self.report, status)
+            await asyncio.wait_for(asyncio.shield(reporting), self.report_timeout)
         except Exception as exc:  # noqa: BLE001 - reporting must never stop the consumer
             log.debug("%s: could not report %s: %r", self.name, status.state, exc)
             return

@@ -6,8 +6,9 @@ and validates every message (``commands.signals``; a malformed one is dead-lette
 ``<ingress topic>.dlq`` with headers ``dlq.error`` (the code), ``dlq.message``, ``dlq.source``
 (``topic#partition@offset``) and ``dlq.signal_id``), hands the valid signals to
 ``CallsApplication.apply_signals`` in a thread (one event-store transaction per batch, DESIGN §8)
-and dead-letters what the aggregate rejected, with its code. PostgreSQL away is waited out
-(retried forever, nothing dead-lettered, nothing skipped); a signal that fails otherwise, alone,
+and dead-letters what the aggregate rejected, with its code. PostgreSQL away, or a write
+racing ingest's (``ConcurrentModification``), is waited out (retried forever, nothing
+dead-lettered, nothing skipped); a signal that fails otherwise, alone,
 is dead-lettered as ``ingest_failed``.
 
 Signals of a call that does not exist yet (``unknown_call``: worker and provider signals come on
@@ -18,7 +19,10 @@ none: a restarted ingest takes them back. They are retried with the next batch t
 their call, and every ``consumers.park_retry_seconds`` (a timer), ahead of that call's newer
 signals; ``call.initiated`` goes first in a batch. What waited ``consumers.park_max_age_seconds``
 in vain, or is pushed out by ``consumers.park_max_items`` newer ones, is dead-lettered as
-``unknown_call``. Built by a factory: nothing connects at import time.
+``unknown_call``: checked after a batch was applied, sparing the calls it brought signals for.
+Time spent waiting on infrastructure, or while ingest was down, does not count: ages restart
+when an outage ends and when a restarted ingest takes its parked signals back. Built by a
+factory: nothing connects at import time.
 """
 
 from __future__ import annotations
@@ -43,26 +47,6 @@ BATCH, WITHIN = 500, 0.05
 Apply = Callable[[list[Signal]], list[SignalOutcome]]
 
 
-class MemoryJournal:
-    """The in-memory ``ParkingJournal`` (unit tests; a journal that survives nothing)."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, IngestItem] = {}
-
-    def load(self) -> list[IngestItem]:
-        kept = sorted(self.items.values(), key=lambda i: i.parked_since or 0.0)
-        return [
-            IngestItem(i.topic, i.partition, i.offset, i.key, i.raw, parked_since=i.parked_since)
-            for i in kept
-        ]
-
-    def write(self, add: list[IngestItem], remove: list[IngestItem]) -> None:
-        for item in remove:
-            self.items.pop(item.source, None)
-        for item in add:
-            self.items.setdefault(item.source, item)
-
-
 def dlq(item: Item) -> str:
     return item.topic + DLQ_SUFFIX
 
@@ -76,14 +60,14 @@ class Ingest:
         apply: Apply,
         runtime: ConsumerRuntime,
         *,
+        journal: ParkingJournal,
         parking: Parking[IngestItem] | None = None,
-        journal: ParkingJournal | None = None,
     ) -> None:
         self.apply, self.runtime = apply, runtime
         self.parking: Parking[IngestItem] = parking if parking is not None else Parking(
             max_age=30.0, max_items=10_000, retry_every=0.5, clock=time.time
         )  # fmt: skip
-        self.journal: ParkingJournal = journal if journal is not None else MemoryJournal()
+        self.journal = journal
         self.applied = self.duplicates = 0
         self._restored = False
         self._lock = asyncio.Lock()  # the agent and the retry timer take turns
@@ -109,6 +93,8 @@ class Ingest:
         gone: list[IngestItem] = []
         for item in await self.runtime.prepare(list(loaded), _parse, dlq):
             assert isinstance(item, IngestItem) and item.signal is not None
+            # the time ingest was down was not spent waiting for the call: ages count from now
+            item.parked_since = self.parking.clock()
             for evicted in self.parking.park(item.signal.call_id, item, item.parked_since):
                 await self._unknown(evicted, f"too many signals waiting ({len(self.parking)})")
                 gone.append(evicted)
@@ -120,14 +106,12 @@ class Ingest:
         self._restored = True
 
     async def _handle(self, batch: list[IngestItem]) -> None:
+        outages = self.runtime.counters["outages"]
         if not self._restored:
             await self._restore()
         alive = await self.runtime.prepare(list(batch), _parse, dlq)
         added: list[IngestItem] = []
         removed: list[IngestItem] = []
-        for item in self.parking.expire():
-            await self._unknown(item, f"no call.initiated within {self.parking.max_age:g} s")
-            removed.append(item)
         fresh = [i for i in alive if isinstance(i, IngestItem)]
         touched = [i.signal.call_id for i in fresh if i.signal is not None]
         parked = [p.item for p in self.parking.take(touched)]
@@ -153,6 +137,14 @@ class Ingest:
                 if item.parked_since is not None:
                     removed.append(item)
         removed += [i for i in parked if i.dead]  # dead-lettered as ingest_failed
+        if self.runtime.counters["outages"] != outages:
+            # the time spent waiting on infrastructure was not spent waiting for the call
+            for item in self.parking.rebase():
+                item.parked_since = self.parking.clock()
+        # only once the batch was applied, and not the calls it brought new signals for
+        for item in self.parking.expire(spare=touched):
+            await self._unknown(item, f"no call.initiated within {self.parking.max_age:g} s")
+            removed.append(item)
         gone, new = {i.source for i in removed}, {i.source for i in added}
         add = [i for i in added if i.source not in gone]
         remove = [i for i in removed if i.source not in new]
@@ -203,8 +195,8 @@ def build_ingest_app(container: Services, *, app_id: str | None = None) -> Any:
     ingest = Ingest(
         lambda signals: container.calls.apply_signals(signals),
         runtime,
-        parking=parking,
         journal=PostgresParkingJournal(lambda: container.pool),
+        parking=parking,
     )
 
     @app.agent(topic, name=f"{name}.signals")

@@ -30,12 +30,6 @@ PG_BATCH, PG_WITHIN = 500, 0.05
 CALLS_PROJECTION = "calls"
 
 
-def clickhouse_insert(
-    client: Any, table: str, columns: tuple[str, ...], rows: list[dict[str, Any]]
-) -> None:
-    insert_rows(client, table, rows, columns=columns)
-
-
 class ClickHouseLink:
     """One ClickHouse client per agent, connected on first use and dropped after an error so
     that the next attempt reconnects."""
@@ -76,10 +70,7 @@ class Projector:
         for item in items:
             if item.dead:  # handled: its offset still moves the tracking past it
                 item.value = self.project(None)
-        await self.runtime.apply(items, self._apply, dlq)
-
-    def _apply(self, items: list[Item]) -> None:
-        self.apply_items(items)
+        await self.runtime.apply(items, self.apply_items, dlq)
 
 
 def dlq(item: Item) -> str:
@@ -104,9 +95,9 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
     def agents_clickhouse(items: list[Item]) -> None:
         def insert(client: Any) -> None:
             events = [r for i in items for r in i.value[0]]
-            clickhouse_insert(client, "events", ch_rows.EVENT_COLUMNS, events)
+            insert_rows(client, "events", events, columns=ch_rows.EVENT_COLUMNS)
             agents = [r for i in items for r in i.value[1]]
-            clickhouse_insert(client, "agents", ch_rows.AGENT_COLUMNS, agents)
+            insert_rows(client, "agents", agents, columns=ch_rows.AGENT_COLUMNS)
 
         agents_link.run(insert)
 
@@ -121,9 +112,9 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
     def calls_clickhouse(items: list[Item]) -> None:
         def insert(client: Any) -> None:
             events = [r for i in items for r in i.value[0]]
-            clickhouse_insert(client, "events", ch_rows.EVENT_COLUMNS, events)
+            insert_rows(client, "events", events, columns=ch_rows.EVENT_COLUMNS)
             calls = [e for i in items for e in i.value[1]]
-            apply_clickhouse_calls(client, calls, catalog, clickhouse_insert)
+            apply_clickhouse_calls(client, calls, catalog, insert_rows)
 
         calls_link.run(insert)
 

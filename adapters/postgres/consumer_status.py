@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.kafka.consumer import Status
+from domain.text import scrubbed
 
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 TIMEOUT = 2.0  # a report waits this long for a connection at most (PostgreSQL may be away)
@@ -27,7 +28,7 @@ def write_status(pool: Any, status: Status) -> None:
             (
                 status.consumer,
                 status.state,
-                status.error.replace("\x00", "\ufffd"),
+                scrubbed(status.error),
                 status.source,
                 datetime.fromtimestamp(status.since, UTC),
                 json.dumps(status.counters),

@@ -322,23 +322,26 @@ class Message:
         self.key, self.value = b"k", value
 
 
-def run_ingest(apply, *batches, journal=None, **kwargs):
+def run_ingest(apply, *batches, journal=None, start=0.0, **kwargs):
     """Feed ``batches`` (lists of messages, or a number: advance the clock that many seconds
-    and let the retry timer run) to one Ingest; return it and what it dead-lettered."""
+    and let the retry timer run) to one Ingest whose clock starts at ``start`` (waits advance
+    it); return it and what it dead-lettered."""
     import asyncio
 
     from adapters.kafka.consumer import ConsumerRuntime
     from adapters.kafka.ingest import Ingest
     from commands.call_ingest import Parking
+    from tests.fakes.parking import MemoryJournal
 
     sent, slept = [], []
-    now = [0.0]
+    now = [start]
 
     async def send(topic, key, value, headers):
         sent.append((topic, value, dict((k, v.decode()) for k, v in headers)))
 
     async def sleep(seconds):
         slept.append(seconds)
+        now[0] += seconds
         if len(slept) > 50:
             raise RuntimeError(f"stuck: slept {slept[:5]}...")
 
@@ -350,6 +353,7 @@ def run_ingest(apply, *batches, journal=None, **kwargs):
                               in_thread=inline)  # fmt: skip
     parking = Parking(max_age=30, max_items=kwargs.pop("max_items", 100), retry_every=0.5,
                       clock=lambda: now[0])  # fmt: skip
+    journal = journal if journal is not None else MemoryJournal()
     ingest = Ingest(apply, runtime, parking=parking, journal=journal, **kwargs)
     ingest.slept = slept
 
@@ -492,8 +496,8 @@ def test_ingest_dead_letters_parked_signals_that_expire_or_overflow(app):
 
 
 def test_parked_signals_are_journaled_and_a_new_ingest_takes_them_back_in_order(app):
-    from adapters.kafka.ingest import MemoryJournal
     from commands.signals import encode_signal
+    from tests.fakes.parking import MemoryJournal
 
     a = uuid.uuid4()
     journal = MemoryJournal()
@@ -555,3 +559,71 @@ def test_ingest_dead_letters_only_the_signal_that_fails_for_itself(app):
         ("ingest_failed", "p.ingress.worker.v1#0@1")
     ]
     assert "cannot store this one" in sent[0][2]["dlq.message"]
+
+
+def test_an_outage_longer_than_park_max_age_does_not_dead_letter_parked_signals(app):
+    import psycopg
+
+    from commands.signals import encode_signal
+
+    a, calls = uuid.uuid4(), []
+
+    def database_away_for_a_while(signals):
+        calls.append(len(signals))
+        if 2 <= len(calls) <= 13:  # the timer's retry meets PostgreSQL away for ~45 s
+            raise psycopg.OperationalError("connection refused")
+        return app.apply_signals(signals)
+
+    early = [Message(encode_signal(signal("call.started", a, 1)), 0)]
+    initiated = [Message(encode_signal(signal("call.initiated", a, 0)), 0,
+                         topic="p.ingress.provider.v1")]  # fmt: skip
+    ingest, sent = run_ingest(database_away_for_a_while, early, 0.5, initiated)
+    assert sum(ingest.slept) > 30  # longer than park_max_age
+    assert sent == [] and len(ingest.parking) == 0
+    assert event_types(app, a) == ["call.initiated", "call.started"]
+
+
+def test_parked_signals_still_expire_when_their_call_never_comes(app):
+    from commands.signals import encode_signal
+
+    a = uuid.uuid4()
+    early = [Message(encode_signal(signal("call.started", a, 1)), 0)]
+    ingest, sent = run_ingest(app.apply_signals, early, 10, 10, 10.5)
+    assert [h["dlq.error"] for _, _, h in sent] == ["unknown_call"]
+    assert len(ingest.parking) == 0
+
+
+def test_a_restart_after_a_long_downtime_does_not_dead_letter_parked_signals(app):
+    from commands.signals import encode_signal
+    from tests.fakes.parking import MemoryJournal
+
+    a, journal = uuid.uuid4(), MemoryJournal()
+    early = [Message(encode_signal(signal("call.started", a, 1)), 0)]
+    _, sent = run_ingest(app.apply_signals, early, journal=journal)
+    assert sent == [] and len(journal.load()) == 1
+    # ingest is down for an hour; its call.initiated waits in Kafka meanwhile
+    initiated = [Message(encode_signal(signal("call.initiated", a, 0)), 0,
+                         topic="p.ingress.provider.v1")]  # fmt: skip
+    second, sent = run_ingest(app.apply_signals, 0.5, initiated, journal=journal, start=3600.0)
+    assert sent == [] and journal.load() == [] and len(second.parking) == 0
+    assert event_types(app, a) == ["call.initiated", "call.started"]
+
+
+def test_a_write_racing_ingest_is_retried_and_nothing_is_dead_lettered(app):
+    from commands.agents import ConcurrentModification
+    from commands.signals import encode_signal
+
+    a, calls = uuid.uuid4(), []
+
+    def racing(signals):
+        calls.append(len(signals))
+        if len(calls) <= 2:
+            raise ConcurrentModification(f"call {a} keeps changing concurrently; retry")
+        return app.apply_signals(signals)
+
+    messages = [Message(encode_signal(signal("call.initiated", a, 0)), 0),
+                Message(encode_signal(signal("call.started", a, 1)), 1)]  # fmt: skip
+    ingest, sent = run_ingest(racing, messages)
+    assert sent == [] and calls == [2, 2, 2]  # the same batch, whole, until it goes through
+    assert event_types(app, a) == ["call.initiated", "call.started"]
+    assert ingest.runtime.status.state == "running"

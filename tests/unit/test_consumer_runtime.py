@@ -14,6 +14,7 @@ from eventsourcing.persistence import OperationalError as StoreOperationalError
 from psycopg_pool import PoolTimeout
 
 from adapters.kafka.consumer import ConsumerRuntime, Item, is_infrastructure
+from commands.agents import ConcurrentModification
 
 pytestmark = pytest.mark.unit
 
@@ -186,7 +187,76 @@ def test_a_dead_letter_is_sent_even_if_the_broker_is_away_for_a_while():
 def test_a_failed_report_does_not_stop_the_consumer_and_is_made_later():
     rig, store = Rig(report_fails=1), []
     run(rig, items(b"1"), lambda part: store.extend(i.value for i in part))
-    assert store == [1] and rig.reports == [("running", "", "")]
+    assert store == [1] and rig.reports == []  # failed, not retried at the very next step
+    rig.now += 10.0  # REPORT_EVERY later
+    run(rig, items(b"2"), lambda part: store.extend(i.value for i in part))
+    assert store == [1, 2] and rig.reports == [("running", "", "")]
+
+
+def test_while_postgresql_is_away_a_failed_report_is_retried_at_most_every_few_seconds():
+    rig, store, attempts = Rig(), [], []
+
+    def report(status):
+        attempts.append(rig.now)
+        raise psycopg.OperationalError("database away")
+
+    rig.runtime.report = report
+    for n in range(20):  # twenty batches within 5 s: one report attempt
+        rig.now += 0.25
+        run(rig, items(str(n).encode()), lambda part: store.extend(i.value for i in part))
+    assert store == list(range(20)) and attempts == [1000.25]
+    rig.now += 10.0
+    run(rig, items(b"20"), lambda part: store.extend(i.value for i in part))
+    assert attempts == [1000.25, 1015.0]
+
+
+def test_a_report_that_hangs_does_not_hold_the_consumer_up():
+    import threading
+
+    release, store = threading.Event(), []
+
+    def report(status):
+        release.wait(10)  # e.g. a pool opening while PostgreSQL is away
+
+    async def go():
+        runtime = ConsumerRuntime("test.consumer", None, report=report, report_timeout=0.01)
+        batch = items(b"1", b"2")
+        alive = await runtime.prepare(batch, parse, dlq)
+        await runtime.apply(alive, lambda part: store.extend(i.value for i in part), dlq)
+        running = runtime._reporting is not None and not runtime._reporting.done()
+        release.set()
+        return running
+
+    assert asyncio.run(go()) is True  # the batch went through while the report still hung
+    assert store == [1, 2]
+
+
+def test_a_dead_letter_that_can_never_be_sent_halts_with_its_error_instead_of_waiting(caplog):
+    rig = Rig()
+
+    async def too_large(topic, key, value, headers):
+        raise ValueError("MessageSizeTooLargeError: the message is 2000000 bytes")
+
+    rig.runtime.send = too_large
+
+    async def go():
+        await rig.runtime.guarded(lambda: run_async(rig, items(b"x"), lambda part: None),
+                                  "batch")  # fmt: skip
+
+    with (
+        caplog.at_level(logging.CRITICAL, "adapters.kafka.consumer"),
+        pytest.raises(RuntimeError, match="stuck"),
+    ):
+        asyncio.run(go())
+    assert rig.runtime.status.state == "halted"
+    assert "MessageSizeTooLargeError" in rig.runtime.status.error
+    assert ("waiting", "t#0@0", "ValueError") not in rig.reports
+    assert any("cannot dead-letter t#0@0" in r.getMessage() for r in caplog.records)
+
+
+async def run_async(rig: Rig, batch: list[Item], apply) -> list:
+    alive = await rig.runtime.prepare(batch, parse, dlq)
+    return await rig.runtime.apply(alive, apply, dlq)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +269,7 @@ def test_a_failed_report_does_not_stop_the_consumer_and_is_made_later():
         StoreOperationalError("wrapped by eventsourcing"),
         NetworkError("Code: 210. Connection refused (127.0.0.1:59000)"),
         ServerException("Too many parts", code=252),
+        ConcurrentModification("call 1 keeps changing concurrently; retry"),
         ConnectionRefusedError(111, "Connection refused"),
         TimeoutError("timed out"),
     ],
@@ -237,3 +308,24 @@ def test_errors_of_the_work_itself_are_not_infrastructure(error):
 
 def test_an_infrastructure_cause_counts_through_a_wrapper():
     assert is_infrastructure(_wrapped())
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "retry_first_seconds",
+        "retry_max_seconds",
+        "halted_retry_seconds",
+        "park_max_age_seconds",
+        "park_max_items",
+        "park_retry_seconds",
+    ],
+)
+def test_consumer_settings_refuse_zero_which_would_make_busy_loops(field):
+    from pydantic import ValidationError
+
+    from infra.settings import ConsumerSettings
+
+    with pytest.raises(ValidationError, match=field):
+        ConsumerSettings(**{field: 0})
+    assert getattr(ConsumerSettings(**{field: 1}), field) == 1

@@ -79,10 +79,13 @@ def normalise_e164(raw: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def country_of(e164: str) -> str | None:
-    """The ISO 3166-1 alpha-2 region of a normalised number (``US``), or None."""
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
-    return None if region in (None, "ZZ", "001") else region
+def calling_code(e164: str) -> str:
+    """The country calling code of an E.164 number (``"1"``, ``"44"``); ``""`` when it has
+    none we know."""
+    try:
+        return str(phonenumbers.parse(e164, None).country_code or "")
+    except phonenumbers.NumberParseException:
+        return ""
 
 
 def _uuid_text(value: UUID | str | None) -> str | None:

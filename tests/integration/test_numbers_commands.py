@@ -205,3 +205,34 @@ def test_provider_credentials_stay_beside_the_events(container):
     assert container.numbers.credentials(who.space_id, "twilio") is None
     again = container.numbers.connect_account(who, cmd)
     assert again.version == 4 and container.numbers.credentials(who.space_id, "twilio")
+
+
+def test_the_in_process_runner_builds_the_read_models_and_a_replay_equals_them(container):
+    from projections import number_queries
+    from projections.numbers_replay import NumbersRunner, replay_numbers
+
+    who = actor()
+    made = provision(container, who, fresh_e164(), provider_id="PN9")
+    agent_id = agent(container, who)
+    container.numbers.assign_number(who, AssignNumber(number_id=made.id, agent_id=agent_id))
+    trunk = container.numbers.create_trunk(
+        who, CreateTrunk(spec=TrunkSpec(name="pbx", inbound={"username": "u"}),
+                         inbound_password="a-long-secret")  # fmt: skip
+    )
+    cmd = ConnectAccount(provider="twilio", account_id="AC9", secrets={"auth_token": "tok-9"})
+    container.numbers.connect_account(who, cmd)
+    NumbersRunner(container.numbers, container.pool).run_until_caught_up()
+    with container.pool.connection() as conn:
+        row = number_queries.get_number(conn, who.space_id, made.id)
+        assert (row["inbound_agent_id"], row["version"], row["provider_id"]) == (agent_id, 2, "PN9")
+        assert number_queries.get_number(conn, actor().space_id, made.id) is None
+        rows, total = number_queries.list_trunks(conn, who.space_id, limit=10, offset=0)
+        assert total == 1 and rows[0]["id"] == trunk.id
+        assert "a-long-secret" not in repr(rows)
+        dumped = conn.execute(
+            "SELECT row_to_json(p)::text FROM provider_accounts p WHERE space_id = %s",
+            (who.space_id,),
+        ).fetchall()
+        assert len(dumped) == 1 and "tok-9" not in dumped[0][0] and "AC9" in dumped[0][0]
+    report = replay_numbers(container, check_only=True)
+    assert report.equal and report.rebuilt_rows == report.live_rows >= 3

@@ -18,7 +18,7 @@ EVENTS = [
     VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived,
     Call.Created, Call.Started, Call.TranscriptAdded, Call.ToolInvoked, Call.DtmfReceived,
     Call.TransferRequested, Call.TransferCompleted, Call.UsageRecorded, Call.TurnMetricsRecorded,
-    Call.Ended,
+    Call.Ended, Call.ProviderStatusChanged,
     WebhookEndpoint.Created, WebhookEndpoint.Updated, WebhookEndpoint.SecretRotated,
     WebhookEndpoint.Disabled, WebhookEndpoint.Deleted,
     PhoneNumber.Created, PhoneNumber.Assigned, PhoneNumber.Unassigned, PhoneNumber.CallerIdSet,

@@ -33,6 +33,7 @@ def migrate(ctx: click.Context) -> None:
         container.agents  # creates the event store tables  # noqa: B018
         container.calls  # noqa: B018
         container.webhooks  # noqa: B018
+        container.numbers  # noqa: B018
         migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
         from adapters.kafka.topics import domain_topics, ensure_topics
 

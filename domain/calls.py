@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import DomainError
 
 DIRECTIONS = ("inbound", "outbound", "web")
-CHANNELS = ("web", "twilio_sip", "twilio_media_streams", "voximplant")
+CHANNELS = ("web", "twilio_sip", "twilio_media_streams", "voximplant", "sip")
 SPEAKERS = ("user", "agent")
 USAGE_KINDS = (
     "stt_seconds",
@@ -27,6 +27,7 @@ USAGE_KINDS = (
 )
 TOOL_STATUSES = ("ok", "error", "timeout", "refused")
 TRANSFER_MODES = ("warm", "cold")
+TRANSFER_OUTCOMES = ("completed", "failed", "no-answer", "busy")
 DTMF_DIGITS = tuple("0123456789*#ABCD")
 STATUSES = ("initiated", "in_progress", "transferring", "ended")
 

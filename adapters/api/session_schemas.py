@@ -20,7 +20,7 @@ class SessionCreate(Storable):
 
     agent_id: UUID
     direction: Literal["inbound", "outbound", "web"] = "web"
-    channel: Literal["web", "twilio_sip", "twilio_media_streams", "voximplant"] = "web"
+    channel: Literal["web", "twilio_sip", "twilio_media_streams", "voximplant", "sip"] = "web"
     room_name: str | None = Field(None, min_length=1, max_length=256)
     from_number: str | None = Field(None, max_length=64)
     to_number: str | None = Field(None, max_length=64)

@@ -130,7 +130,7 @@ def test_a_twilio_that_is_down_is_unreachable(creds):
 
 def outbound(fake: FakeTwilio, **extra) -> OutboundCall:
     return OutboundCall(
-        call_id=uuid.uuid4(), from_e164="+14155550100", to_e164="+15557654321", urls=URLS, **extra
+        call_id=uuid.uuid4(), from_e164="+14155550100", to_e164="+12025550123", urls=URLS, **extra
     )
 
 

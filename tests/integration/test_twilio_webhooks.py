@@ -115,6 +115,12 @@ def test_a_call_to_a_bought_number_reaches_the_agent_it_is_assigned_to(space, ap
     again = space.fake._send(answered.url, answered.form)  # Twilio retries: the same call
     assert stream_params(again.body)["call_id"] == params["call_id"]
 
+    ended = space.fake.finish(answered.form["CallSid"])  # the number's status callback
+    assert ended is not None and ended.status == 200 and ended.url == URLS.status_url
+    signals = provider_signals(api_container.settings, params["call_id"])
+    assert [(s["status"], s["sip_code"]) for s in signals] == [("completed", 200)]
+    assert signals[0]["provider_call_id"] == answered.form["CallSid"]
+
 
 def test_numbers_that_cannot_take_calls_are_answered_politely_and_counted(
     space, client, monkeypatch
@@ -286,3 +292,44 @@ def test_a_forged_status_callback_produces_nothing(space, client, api_container)
     )
     assert unknown_call.status_code == 200 and unknown_call.json()["signals"] == 0
     assert provider_signals(api_container.settings, call_id) == []
+
+
+def test_another_spaces_call_cannot_be_reached_through_our_numbers(
+    space, client, issuer, api_container
+):
+    opened = client.post(
+        "/api/telephony/streams",
+        headers=space.headers,
+        json={"agent_id": space.agent_id, "channel": "twilio_media_streams"},
+    )
+    theirs = opened.json()["call_id"]
+    other_fake = FakeTwilio(deliver=via_client(client)).start()
+    try:
+        other = Space(client, issuer, api_container, other_fake)
+        their_number, _ = other.buy()
+        url = f"{BASE}/api/twilio/voice?call_id={theirs}"
+        form = {
+            "CallSid": "CA" + uuid.uuid4().hex,
+            "AccountSid": other_fake.account.sid,
+            "From": their_number,
+            "To": "+12025550123",
+            "Direction": "outbound-api",
+        }
+        token = other_fake.account.auth_token
+        resp = client.post(
+            f"/api/twilio/voice?call_id={theirs}",
+            data=form,
+            headers={"X-Twilio-Signature": signature(token, url, form)},
+        )
+        assert resp.status_code == 200 and "cannot be connected" in said(resp.text)
+        status_url = f"{BASE}/api/twilio/status?call_id={theirs}"
+        status = dict(form, CallStatus="completed")
+        resp = client.post(
+            f"/api/twilio/status?call_id={theirs}",
+            data=status,
+            headers={"X-Twilio-Signature": signature(token, status_url, status)},
+        )
+        assert resp.status_code == 200 and resp.json()["signals"] == 0
+        assert provider_signals(api_container.settings, theirs) == []
+    finally:
+        other_fake.stop()

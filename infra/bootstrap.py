@@ -133,8 +133,10 @@ class Container:
         if "telephony_providers" in self.overrides:
             return self.overrides["telephony_providers"]
         from adapters.telephony.providers import TelephonyProviders
+        from adapters.telephony.twilio import TwilioProvider
 
         providers = TelephonyProviders()
+        providers.register(TwilioProvider(self.settings.telephony))
         return providers
 
     def applications(self) -> tuple[Any, ...]:

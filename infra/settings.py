@@ -320,6 +320,15 @@ class TelephonySettings(BaseModel):
         description="The API's public base URL (https://...) Twilio signs webhooks for; "
         "the request's own URL when unset (right unless a proxy rewrites it).",
     )
+    twilio_api_base_url: str = Field(
+        "https://api.twilio.com",
+        description="Where the Twilio adapter sends its REST requests (the SDK's "
+        "`https://api.twilio.com` is rewritten to this): a Twilio-compatible API or a local "
+        "test server.",
+    )
+    twilio_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest wait for one Twilio REST request (connect and read)."
+    )
 
 
 class ConsumerSettings(BaseModel):

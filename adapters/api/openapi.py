@@ -87,8 +87,11 @@ CODES: dict[str, tuple[int, str]] = {
     "webhook_target_refused": (422, "the URL points where deliveries may not go"),
     # provider webhooks
     "invalid_webhook_signature": (401, "LiveKit's signed token is missing or does not verify"),
-    "ingress_unavailable": (503, "Kafka did not take the signals; LiveKit retries"),
-    "twilio_not_configured": (503, "`telephony.twilio_auth_token` is not set"),
+    "ingress_unavailable": (503, "Kafka did not take the signals; retry shortly"),
+    "twilio_not_configured": (
+        503,
+        "no auth token verifies the number's webhooks (space account or deployment)",
+    ),
     "unsupported_media_type": (415, "the body is not form-encoded"),
     "invalid_twilio_signature": (403, "`X-Twilio-Signature` does not match the request"),
     "wrong_twilio_account": (403, "the webhook comes from another Twilio account"),

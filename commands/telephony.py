@@ -124,7 +124,12 @@ class VoiceProvider(Protocol):
     def place_call(self, creds: ProviderCredentials, call: OutboundCall) -> PlacedCall: ...
 
     def transfer(
-        self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode
-    ) -> None: ...
+        self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode,
+        *, outcome_url: str | None = None,
+    ) -> None:  # fmt: skip
+        """Hand the call to ``target``. ``outcome_url``: where a provider that can report how
+        the dialed leg went (completed, busy, no-answer, failed) reports it; only given to the
+        providers that do (``adapters.telephony.calls.REPORTS_TRANSFER_OUTCOME``)."""
+        ...
 
     def hang_up(self, creds: ProviderCredentials, provider_call_id: str) -> None: ...

@@ -4,7 +4,8 @@ Signals from the agent worker and the telephony providers become commands on a C
 carries a ``signal_id`` and a call remembers the ids it has applied, so a signal seen twice
 changes nothing. Times that matter (answered, spoken, ended) come from the signal (``at``,
 ISO 8601 UTC with milliseconds), not from when ingest ran. Invariants: nothing is added after
-the end; the end happens once; a transfer needs a started call.
+the end but the outcome of a transfer in progress; the end happens once; a transfer needs a
+started call.
 
 The telephony provider's view of the phone leg (``call.provider_status_changed``: queued,
 ringing, in-progress, then a terminal status) is recorded beside the worker's: a terminal
@@ -177,7 +178,8 @@ class Call(Aggregate):
 
         def mutate_call(self, call: Any) -> None:
             call.transfer = None
-            call.status = "in_progress"
+            if call.status != "ended":  # the outcome of a transfer that outlived the agent
+                call.status = "in_progress"
             call.transfer_outcome = getattr(self, "outcome", None) or (
                 "completed" if self.succeeded else "failed"
             )
@@ -429,10 +431,14 @@ class Call(Aggregate):
         signal_id: str | None = None,
     ) -> bool:
         """The transfer's outcome: ``completed`` (the target took the call), ``failed``,
-        ``no-answer`` or ``busy``; ``succeeded`` alone means completed/failed."""
+        ``no-answer`` or ``busy``; ``succeeded`` alone means completed/failed. A transfer in
+        progress may complete after the call ended: the agent's leg ends at the handover, and
+        a provider reports the dialed leg's fate when that leg ends (Twilio's ``<Dial>``
+        action), minutes later for a transfer that went through."""
         if self.seen(signal_id):
             return False
-        self._ensure_open("complete a transfer")
+        if self.transfer is None:
+            self._ensure_open("complete a transfer")
         if outcome is None:
             if succeeded is None:
                 raise InvalidSignal("a transfer's completion needs an outcome")

@@ -244,7 +244,9 @@ def fold_call(
         new.update(transfer_completed_at=None, transfer_outcome=None, transfer_reason=None)
     elif kind == TRANSFER_COMPLETED:
         new["transfer_status"] = "completed" if d.get("succeeded") else "failed"
-        new.update(transfer_completed_at=ev.at, status="in_progress")
+        new["transfer_completed_at"] = ev.at
+        if new["status"] != "ended":  # a transfer's outcome may come after the agent's end
+            new["status"] = "in_progress"
         outcome = d.get("outcome") or ("completed" if d.get("succeeded") else "failed")
         new.update(transfer_outcome=outcome, transfer_reason=d.get("reason"))
     elif kind == PROVIDER_STATUS:

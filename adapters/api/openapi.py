@@ -101,10 +101,11 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_phone_number": (422, "not a phone number in E.164 form (`+14155550100`)"),
     "number_not_found": (404, "no such phone number in your space"),
     "number_not_usable": (409, "the number is released or is another agent's caller id"),
-    "provider_account_missing": (422, "your space has no account at the number's provider"),
-    "provider_not_configured": (422, "the provider is not configured in this deployment"),
+    "no_caller_id": (422, "the agent has no caller id: name the number to call from"),
+    "provider_account_missing": (409, "connect the space's account at the provider first"),
+    "provider_not_configured": (503, "this deployment has no adapter for the provider"),
     "provider_failed": (502, "the telephony provider refused or failed; `details.code` says how"),
-    "no_phone_leg": (409, "the call has no phone leg a provider could transfer"),
+    "not_a_phone_call": (409, "a web call has no phone leg to transfer"),
     "transfer_failed": (502, "the provider did not take the transfer; `details.code` says why"),
 }
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-import phonenumbers
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,16 +27,20 @@ from adapters.api.common import IdempotencyKey, actor, container_of, replayed_he
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
 from adapters.livekit.rooms import LiveKitRooms
+from adapters.services import Services
 from adapters.telephony import calls as phone
+from commands.agents import Actor
 from commands.call_commands import EndCall, InitiateCall
+from commands.numbers import NumberNotFound
 from commands.signals import CallVariables
 from commands.telephony import OutboundCall, ProviderError
+from domain.phone_numbers import InvalidPhoneNumber, PhoneNumber, normalise_e164
 from domain.text import Storable
-from projections import call_queries
+from projections import call_queries, number_queries
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["telephony"])
-OUTBOUND = ("invalid_phone_number", "number_not_found", "number_not_usable",
+OUTBOUND = ("invalid_phone_number", "number_not_found", "number_not_usable", "no_caller_id",
             "provider_account_missing", "provider_not_configured", "provider_failed")  # fmt: skip
 
 
@@ -47,9 +49,10 @@ class OutboundRequest(Storable):
 
     agent_id: UUID
     to: str = Field(min_length=1, max_length=64, description="E.164, e.g. `+14155550100`.")
-    from_number_id: UUID = Field(
-        description="The space's number to call from (its provider places the call)."
-    )
+    from_number_id: UUID | None = Field(
+        None, description="The space's number to call from (its provider places the call); "
+        "by default the agent's caller id (`POST /api/telephony/numbers/{id}/caller-id`).",
+    )  # fmt: skip
     variables: CallVariables | None = Field(
         None, description="The call's dynamic variables (`{{name}}`), over the agent's defaults."
     )
@@ -91,41 +94,49 @@ class CallStatus(BaseModel):
     version: int
 
 
-def to_e164(raw: str) -> str:
-    """``raw`` as E.164 or 422 ``invalid_phone_number``. (A local rule until
-    ``domain.phone_numbers.normalise_e164`` of the numbers context is in: same library.)"""
-    text = raw.strip()
-    problem = None
-    if not text.startswith("+"):
-        problem = "has no country code: write it in E.164 form, e.g. +14155550100"
-    else:
-        try:
-            parsed = phonenumbers.parse(text, None)
-        except phonenumbers.NumberParseException:
-            parsed = None
-        if parsed is None or not phonenumbers.is_valid_number(parsed):
-            problem = "is not a valid phone number"
-        else:
-            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    raise ApiError(422, "invalid_phone_number", f"to: {raw!r} {problem}.")
+def e164_or_422(raw: str, what: str) -> str:
+    """``raw`` normalised to E.164, or 422 ``invalid_phone_number`` saying why."""
+    try:
+        return normalise_e164(raw)
+    except InvalidPhoneNumber as exc:
+        raise ApiError(422, "invalid_phone_number", f"{what}: {exc.message}") from None
 
 
-def _number(container: Any, who: Any, number_id: UUID, agent_id: UUID) -> Any:
+def _number(container: Services, who: Actor, number_id: UUID, agent_id: UUID) -> PhoneNumber:
+    """The space's number ``number_id``, usable by ``agent_id`` to call out."""
     try:
         number = container.numbers.get_number(who, number_id)
-    except Exception as exc:
-        if getattr(exc, "code", type(exc).__name__) in ("number_not_found", "NumberNotFound"):
-            raise ApiError(
-                404, "number_not_found", f"No number {number_id} in your space."
-            ) from None
-        raise
-    if getattr(number, "status", "active") != "active":
+    except NumberNotFound:
+        raise ApiError(404, "number_not_found", f"No number {number_id} in your space.") from None
+    if number.released:
         raise ApiError(409, "number_not_usable", f"Number {number.e164} has been released.")
-    caller_of = getattr(number, "outbound_agent_id", None)
-    if caller_of is not None and str(caller_of) != str(agent_id):
+    caller_of = number.outbound_agent_id
+    if caller_of is not None and caller_of != agent_id:
         raise ApiError(409, "number_not_usable",
                        f"Number {number.e164} is another agent's caller id.")  # fmt: skip
     return number
+
+
+def _caller_id(container: Services, who: Actor, agent_id: UUID) -> PhoneNumber:
+    """The number ``agent_id`` calls out from (its caller id), or 422 ``no_caller_id``.
+
+    Found in the numbers read model (indexed by agent; the write side has no such index), then
+    confirmed on the write side: a number whose caller id was just cleared or that was just
+    released is never dialed from. A caller id set a moment ago may not be visible yet: the
+    client may name the number (``from_number_id``) instead."""
+    container.agents.get_agent(who, agent_id)  # 404 agent_not_found before anything else
+    with container.pool.connection() as conn:
+        row = number_queries.caller_id_of(conn, who.space_id, agent_id)
+    if row is not None:
+        with contextlib.suppress(NumberNotFound):
+            number = container.numbers.get_number(who, row["id"])
+            if not number.released and number.outbound_agent_id == agent_id:
+                return number
+    raise ApiError(
+        422, "no_caller_id", f"Agent {agent_id} has no caller id: name the number to call from "
+        "(from_number_id) or make one of your numbers its caller id with "
+        "POST /api/telephony/numbers/{number_id}/caller-id.",
+    )  # fmt: skip
 
 
 @router.post(
@@ -138,40 +149,47 @@ async def outbound(
     request: Request, response: Response, caller: CallerDep, body: OutboundRequest,
     idempotency_key: IdempotencyKey = None,
 ) -> OutboundResponse:  # fmt: skip
-    """Place a phone call from an agent to ``to``."""
-    # the numbers context and the providers registry (issue 12, merged from h/numbers)
-    container: Any = container_of(request)
+    """Place a phone call from an agent to ``to``, from ``from_number_id`` or the agent's
+    caller id. 201 once the provider took the call (``provider_call_id``); its progress comes
+    from the provider's status callbacks (``GET /api/telephony/{call_id}/status``)."""
+    container = container_of(request)
     who = actor(caller)
-    to = to_e164(body.to)
-    number = await run_in_threadpool(_number, container, who, body.from_number_id, body.agent_id)
-    provider = str(number.provider)
+    to = e164_or_422(body.to, "to")
+    if body.from_number_id is None:
+        number = await run_in_threadpool(_caller_id, container, who, body.agent_id)
+    else:
+        number = await run_in_threadpool(
+            _number, container, who, body.from_number_id, body.agent_id
+        )
+    provider = number.provider
     try:
         creds = await run_in_threadpool(
             phone.credentials_for, container.numbers, who.space_id, provider
         )
         container.telephony_providers.voice_provider(provider)  # configured here at all?
     except phone.NoProviderAccount as exc:
-        raise ApiError(422, "provider_account_missing", str(exc)) from None
+        raise ApiError(409, "provider_account_missing", str(exc)) from None
     except ProviderError as exc:
-        raise ApiError(422, "provider_not_configured", exc.message) from None
+        raise ApiError(503, "provider_not_configured", exc.message) from None
     # admission (concurrency, credit) is asked here, before the call exists (billing issue)
     cmd = InitiateCall(
         agent_id=body.agent_id, direction="outbound", channel=phone.CHANNEL_OF[provider],
         from_number=number.e164, to_number=to, variables=body.variables,
     )  # fmt: skip
-    call, room, replayed = await open_call(container, who, cmd, idempotency_key)
+    call, _room, replayed = await open_call(container, who, cmd, idempotency_key)
     replayed_header(response, replayed)
-    answer = dict(call_id=call.id, session_id=call.id, provider=provider,
-                  from_number=number.e164, to_number=to, room_name=call.room_name)  # fmt: skip
     if replayed:  # the first request dialed (or is dialing): never twice
-        return OutboundResponse(**answer, status=call.status,
-                                provider_call_id=call.provider_call_id)  # fmt: skip
+        call = await run_in_threadpool(container.calls.find_call, who, call.id)
+        return OutboundResponse(
+            call_id=call.id, session_id=call.id, provider=call.provider or provider,
+            from_number=call.from_number or number.e164, to_number=call.to_number or to,
+            room_name=call.room_name, status=call.status, provider_call_id=call.provider_call_id,
+        )  # fmt: skip
     urls = phone.outbound_urls(container.settings.telephony.public_api_url, provider, call.id)
     order = OutboundCall(call_id=call.id, from_e164=number.e164, to_e164=to, urls=urls,
                          machine_detection=body.machine_detection)  # fmt: skip
     try:
-        placed = await phone.place(container.calls, container.telephony_providers, who,
-                                   provider, creds, order)  # fmt: skip
+        placed = await phone.place(container, who, provider, creds, order)
     except ProviderError as exc:
         log.warning("outbound call %s: %s refused: %s", call.id, provider, exc.code)
         end = EndCall(call_id=call.id, reason="failed")
@@ -181,8 +199,11 @@ async def outbound(
         raise ApiError(502, "provider_failed", f"{provider} did not place the call: "
                        f"{exc.message}", details={"code": exc.code, "call_id": str(call.id)},
                        ) from None  # fmt: skip
-    return OutboundResponse(**answer, status="initiated",
-                            provider_call_id=placed.provider_call_id)  # fmt: skip
+    return OutboundResponse(
+        call_id=call.id, session_id=call.id, provider=provider, from_number=number.e164,
+        to_number=to, room_name=call.room_name, status="initiated",
+        provider_call_id=placed.provider_call_id,
+    )  # fmt: skip
 
 
 @router.get(

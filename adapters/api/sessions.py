@@ -25,7 +25,7 @@ from adapters.api.common import (
 )
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
-from adapters.api.outbound import to_e164
+from adapters.api.outbound import e164_or_422
 from adapters.api.reads import read_at_least, read_until
 from adapters.api.session_schemas import (
     Accepted,
@@ -279,32 +279,48 @@ def get_cost_breakdown(request: Request, caller: CallerDep, session_id: UUID) ->
     "/{session_id}/transfer",
     status_code=202,
     response_model=Accepted,
-    responses=errors(*CHANGE, "call_not_started", "invalid_phone_number", "transfer_failed"),
-)
+    responses=errors(*CHANGE, "call_not_started", "not_a_phone_call", "invalid_phone_number",
+                     "transfer_failed"),
+)  # fmt: skip
 async def transfer(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     body: TransferCreate, idempotency_key: IdempotencyKey = None,
 ) -> Accepted:  # fmt: skip
-    """Transfer the caller (VoxArena's call transfer). A call with a phone leg is handed to the
-    provider at once (``call.transfer_requested`` then ``call.transfer_completed`` with its
-    outcome; 502 ``transfer_failed`` when the provider refused, the caller staying with the
-    agent); a call without one (web) records the request only. ``target``: E.164 or SIP URI."""
+    """Transfer the caller (VoxArena's call transfer) to ``target``: E.164 or SIP URI. A web
+    call has no phone leg: 409 ``not_a_phone_call``. A call whose provider we placed or answered
+    is handed to the provider at once (``call.transfer_requested``); ``call.transfer_completed``
+    follows with the outcome: from the provider's report of the dialed leg (Twilio: completed,
+    busy, no-answer, failed) or, for a provider that cannot report it, once it took the
+    handover; 502 ``transfer_failed`` when the provider refused (the caller stays with the
+    agent). A phone call an integration created through ``POST /api/sessions`` (no provider
+    leg of ours) records the request only: the integration carries it out. ``target`` may name
+    one of the agent's transfer targets (its destination and mode are used)."""
     container, who = container_of(request), actor(caller)
     if body.briefing:
         raise ApiError(422, "invalid_request", "briefing: a warm transfer with a briefing is "
                        "made by the agent's transfer_call tool (the agent speaks it); this "
                        "route transfers at once.")  # fmt: skip
     call = await run_in_threadpool(container.calls.find_call, who, session_id)
+    if call.channel not in phone.PHONE_CHANNELS:
+        raise ApiError(409, "not_a_phone_call", f"Session {session_id} is a {call.channel} "
+                       "call: only a phone call can be transferred.")  # fmt: skip
     if call.provider_call_id is None:
         cmd = RequestTransfer(call_id=session_id, mode=body.mode, target=body.target)
         result = await run_in_threadpool(
             container.calls.request_transfer, who, cmd, idempotency_key
         )
         return _accepted(response, result)
-    target = body.target if body.target.startswith(("sip:", "sips:")) else to_e164(body.target)
-    result, problem = await phone.transfer(
-        container, who, session_id, target, body.mode, idempotency_key
+    target, mode = body.target, body.mode
+    config = await run_in_threadpool(
+        container.agents.config_at, who, UUID(str(call.agent_id)), call.agent_config_version
     )
+    named = next((t for t in config.transfer_targets if t.name == target), None)
+    if named is not None:  # one of the agent's transfer targets, by name
+        target, mode = named.destination, named.mode
+    elif not target.startswith(("sip:", "sips:")):
+        target = e164_or_422(target, "target")
+    result, problem = await phone.transfer(container, who, session_id, target, mode,
+                                           idempotency_key)  # fmt: skip
     if problem is not None:
         raise ApiError(502, "transfer_failed", "The provider did not take the transfer; the "
                        "caller stays with the agent.", details={"code": problem})  # fmt: skip

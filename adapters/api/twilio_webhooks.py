@@ -7,7 +7,14 @@ adapter when it placed the call). The answer is TwiML connecting the call to the
 polite ``<Say>`` and ``<Hangup>`` when the number is unknown, released or has no agent.
 
 ``POST /api/twilio/status``: Twilio's status callbacks become ``call.provider_status`` signals
-on the provider ingress topic; ingest turns them into call events.
+on the provider ingress topic; ingest turns them into call events. When answering-machine
+detection says a machine answered a call we placed (``AnsweredBy`` on the voice request and on
+the ``answered`` callback), the call's worker is told on the room's ``voxagent.call`` data
+topic, and applies the agent's voicemail policy (it acts on the first word, once).
+
+``POST /api/twilio/transfer``: the ``action`` of the ``<Dial>`` a transfer puts on the call;
+Twilio posts the dialed leg's ``DialCallStatus`` there when that leg ends, and it becomes
+the transfer's outcome (a ``call.transfer_completed`` signal).
 
 Both are verified with ``X-Twilio-Signature``, keyed by the auth token of the Twilio account
 the number belongs to: the number's space's account (``/api/telephony/accounts/twilio``) when
@@ -40,7 +47,7 @@ from adapters.api.common import container_of
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
 from adapters.api.telephony import stream_parameters
-from adapters.livekit.rooms import CallRoom
+from adapters.livekit.rooms import CallRoom, LiveKitRooms
 from adapters.services import Services
 from adapters.telephony import twiml
 from commands.agents import Actor, AgentNotFound
@@ -215,6 +222,8 @@ async def twilio_voice(
             agent_config_version=call.agent_config_version, room_name=call.room_name,
             channel=call.channel,
         )  # fmt: skip
+        if ANSWERED_BY.get(form.get("AnsweredBy", "")) == "machine":
+            await machine_answered(container, call)
         return _connect(container, room)
     if route is None or route.status != "active" or route.provider != "twilio":
         return _refuse("unknown_number", form, number)
@@ -291,7 +300,79 @@ async def twilio_status(
             422, "invalid_request", f"Twilio's status cannot be taken: {exc.message}"
         ) from None
     await run_in_threadpool(produce_signal, container, signal)
+    if signal["status"] == "in-progress" and signal["answered_by"] == "machine":
+        await machine_answered(container, call)
     return StatusReceived(received=True, signals=1)
+
+
+async def machine_answered(container: Services, call: Call) -> None:
+    """Tell the call's worker that a machine answered (its voicemail policy applies). Best
+    effort: Twilio's webhook is answered whatever LiveKit says, and the status callback tells
+    the worker again (it acts once)."""
+    message = {"type": "answered_by", "value": "machine"}
+    try:
+        await LiveKitRooms(container.settings.livekit).tell_worker(call.room_name, message)
+    except Exception as exc:  # noqa: BLE001 - the room may be gone, LiveKit away
+        log.warning("call %s: could not tell the worker a machine answered: %r", call.id, exc)
+    else:
+        log.info("call %s: a machine answered; the worker was told", call.id)
+
+
+# Twilio's DialCallStatus -> the transfer's outcome (a canceled dial did not go through)
+DIAL_OUTCOMES = {
+    "completed": "completed", "answered": "completed", "busy": "busy",
+    "no-answer": "no-answer", "failed": "failed", "canceled": "failed",
+}  # fmt: skip
+NOT_TRANSFERRED = "Sorry, the person you are being transferred to cannot take the call. Goodbye."
+
+
+def transfer_signal(space_id: str, call_id: UUID, form: dict[str, str]) -> dict[str, Any] | None:
+    """The ``call.transfer_completed`` signal of a ``<Dial>`` action request (None for a
+    ``DialCallStatus`` we do not know)."""
+    status = form.get("DialCallStatus", "")
+    outcome = DIAL_OUTCOMES.get(status)
+    if outcome is None:
+        return None
+    leg = form.get("DialCallSid") or status
+    reason = None if status == outcome else f"twilio: {status}"
+    return {
+        "signal_id": f"twilio:{form['CallSid']}:dial:{leg}"[:200],
+        "type": "call.transfer_completed", "space_id": space_id, "call_id": str(call_id),
+        "at": _moment(form.get("Timestamp")), "source": "provider", "outcome": outcome,
+        "succeeded": outcome == "completed", "reason": reason,
+    }  # fmt: skip
+
+
+@router.post("/transfer", response_class=Response, openapi_extra=TWILIO_FORM,
+             responses={200: TWIML, **errors(*VERIFY, "ingress_unavailable")})  # fmt: skip
+async def twilio_transfer(
+    request: Request, call_id: UUID | None = CALL_ID,
+    signature: str | None = Header(None, alias="X-Twilio-Signature"),
+) -> Response:  # fmt: skip
+    """The ``action`` of a transfer's ``<Dial>``: Twilio reports the dialed leg's
+    ``DialCallStatus`` (completed, answered, busy, no-answer, failed, canceled) when it ends,
+    which becomes the transfer's outcome (``call.transfer_completed``). The TwiML answered
+    ends the caller's call: at once after a transfer that went through, with an apology after
+    one that did not (the agent left at the handover)."""
+    container = container_of(request)
+    form, route = await _verified(request, signature)
+    our_id = call_id or inbound_call_id(form["AccountSid"], form["CallSid"])
+    call = await _our_call(container, route, our_id)
+    signal = transfer_signal(call.space_id, call.id, form) if call is not None else None
+    if call is None or signal is None or call.provider_call_id != form["CallSid"]:
+        log.info("Twilio dial status %s of %s taken as nothing", form.get("DialCallStatus"),
+                 form["CallSid"])  # fmt: skip
+        return Response(twiml.after_transfer(None), media_type=XML)
+    try:
+        validate_signal(signal)
+    except SignalRejected as exc:
+        raise ApiError(
+            422, "invalid_request", f"Twilio's dial status cannot be taken: {exc.message}"
+        ) from None
+    await run_in_threadpool(produce_signal, container, signal)
+    went_through = signal["outcome"] == "completed"
+    return Response(twiml.after_transfer(None if went_through else NOT_TRANSFERRED),
+                    media_type=XML)  # fmt: skip
 
 
 def produce_signal(container: Services, signal: dict[str, Any]) -> None:

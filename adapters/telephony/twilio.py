@@ -279,16 +279,18 @@ class TwilioProvider:
         return placed
 
     def transfer(
-        self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode
-    ) -> None:
+        self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode,
+        *, outcome_url: str | None = None,
+    ) -> None:  # fmt: skip
         """Redirect the caller to ``target`` (an E.164 number or a SIP URI) with ``<Dial>``;
         the Media Stream, and with it the agent, leaves the call. ``mode`` makes no difference
-        here (see the module's docstring)."""
+        here (see the module's docstring). ``outcome_url`` becomes the ``<Dial>``'s ``action``:
+        Twilio posts the dialed leg's ``DialCallStatus`` there when it ends."""
         self._call_sid(provider_call_id)
         if E164.fullmatch(target):
-            dial = twiml.dial_number(target)
+            dial = twiml.dial_number(target, outcome_url)
         elif SIP_URI.fullmatch(target):
-            dial = twiml.dial_sip(target)
+            dial = twiml.dial_sip(target, outcome_url)
         else:
             raise ProviderError(
                 "provider_rejected",

@@ -29,17 +29,32 @@ def refuse(message: str) -> str:
     return str(response.to_xml(xml_declaration=True))
 
 
-def dial_number(e164: str) -> str:
-    """Redirect the call to a phone number (a cold transfer: the stream and agent leave)."""
+def dial_number(e164: str, action: str | None = None) -> str:
+    """Redirect the call to a phone number (a cold transfer: the stream and agent leave).
+    ``action``: where Twilio reports the dialed leg's fate (``DialCallStatus``) once it ends."""
     response = VoiceResponse()
-    dial = response.dial()
+    dial = response.dial(**_reporting(action))
     dial.number(e164)
     return str(response.to_xml(xml_declaration=True))
 
 
-def dial_sip(uri: str) -> str:
+def dial_sip(uri: str, action: str | None = None) -> str:
     """Redirect the call to a SIP URI (``sip:desk@pbx.example.com``)."""
     response = VoiceResponse()
-    dial = response.dial()
+    dial = response.dial(**_reporting(action))
     dial.sip(uri)
+    return str(response.to_xml(xml_declaration=True))
+
+
+def _reporting(action: str | None) -> dict[str, str]:
+    return {} if action is None else {"action": action, "method": "POST"}
+
+
+def after_transfer(message: str | None) -> str:
+    """What the caller hears once the dialed leg ended: nothing more when the transfer went
+    through; ``message`` and goodbye when it did not (the agent left at the handover)."""
+    response = VoiceResponse()
+    if message:
+        response.say(message)
+    response.hangup()
     return str(response.to_xml(xml_declaration=True))

@@ -41,7 +41,9 @@ def read(client, issuer, sp, session_id, version):
 def test_a_session_lives_from_creation_to_its_end(client, issuer):
     sp = space()
     agent_id = new_agent(client, issuer, sp)
-    created = new_session(client, issuer, sp, agent_id, from_number="+15550001")
+    created = new_session(
+        client, issuer, sp, agent_id, from_number="+15550001", channel="twilio_sip"
+    )
     sid, h = created["id"], issuer.headers(sp)
     assert created["status"] == "initiated" and created["agent_config_version"] == 1
     assert (
@@ -85,13 +87,19 @@ def test_a_session_lives_from_creation_to_its_end(client, issuer):
     assert late.status_code == 409 and late.json()["error"]["code"] == "call_ended"
 
 
-def test_transfer_needs_an_answered_call(client, issuer):
+def test_transfer_needs_an_answered_phone_call(client, issuer):
     sp = space()
-    sid = new_session(client, issuer, sp, new_agent(client, issuer, sp))["id"]
+    agent_id = new_agent(client, issuer, sp)
+    sid = new_session(client, issuer, sp, agent_id, channel="twilio_sip")["id"]
     resp = client.post(
         f"/api/sessions/{sid}/transfer", json={"target": "+15559999"}, headers=issuer.headers(sp)
     )
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "call_not_started"
+    web = new_session(client, issuer, sp, agent_id)["id"]
+    resp = client.post(
+        f"/api/sessions/{web}/transfer", json={"target": "+15559999"}, headers=issuer.headers(sp)
+    )
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "not_a_phone_call"
 
 
 def test_archived_agent_takes_no_new_session(client, issuer):

@@ -133,6 +133,22 @@ def test_status_follows_the_lifecycle() -> None:
     assert statuses[8:10] == ["transferring", "in_progress"] and statuses[-1] == "ended"
 
 
+def test_a_transfer_outcome_after_the_end_keeps_the_call_ended() -> None:
+    call = Call.initiate(
+        space_id="space-1", agent_id="agent-1", agent_config_version=3, direction="outbound",
+        channel="twilio_media_streams", room_name="room-1", at=t(0),
+    )  # fmt: skip
+    call.start(at=t(1))
+    call.request_transfer(mode="cold", target="+15559999", at=t(2))
+    call.end(reason="transferred", duration_ms=2000, at=t(3))
+    call.complete_transfer(outcome="no-answer", at=t(30))
+    row = None
+    for ev in events([envelope(e, p) for p, e in enumerate(call.collect_events(), 10)]):
+        row = fold_call(row, ev)
+    assert row is not None and row["status"] == "ended" and row["end_reason"] == "transferred"
+    assert row["transfer_outcome"] == "no-answer" and row["transfer_completed_at"] is not None
+
+
 def test_every_event_leaves_its_own_row_keyed_by_version() -> None:
     changes = project_calls(events(), {}, CATALOG)
     lines = changes.events["transcripts"]

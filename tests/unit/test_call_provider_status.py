@@ -6,7 +6,7 @@ import uuid
 import pytest
 from eventsourcing.application import Application
 
-from domain.calls import Call, InvalidSignal, ProviderCallMismatch
+from domain.calls import Call, CallEnded, InvalidSignal, ProviderCallMismatch
 
 pytestmark = pytest.mark.unit
 
@@ -149,6 +149,24 @@ def test_a_transfer_completes_with_its_outcome(kwargs, outcome, succeeded):
 def test_a_transfer_outcome_must_be_known_and_consistent(kwargs):
     with pytest.raises(InvalidSignal):
         answered_call().complete_transfer(**kwargs, at=T9)
+
+
+def test_a_transfers_outcome_may_come_after_the_agent_left():
+    call = answered_call()
+    assert call.end(reason="transferred", duration_ms=5000, at=T5, signal_id="end")
+    assert call.complete_transfer(outcome="busy", at=T9, signal_id="twilio:CA1:dial:busy")
+    _ended, done = call.collect_events()
+    assert type(done).TOPIC == "call.transfer_completed" and done.outcome == "busy"
+    assert call.status == "ended" and call.transfer_outcome == "busy"
+    assert not call.complete_transfer(outcome="busy", at=T9, signal_id="twilio:CA1:dial:busy")
+
+
+def test_after_the_end_only_a_transfer_in_progress_can_complete():
+    call = outbound_call()
+    call.start(at=T0, signal_id="s-start")
+    call.end(reason="hangup", duration_ms=5000, at=T5, signal_id="end")
+    with pytest.raises(CallEnded):
+        call.complete_transfer(outcome="completed", at=T9, signal_id="late")
 
 
 def test_per_call_variables_and_provider_state_survive_a_replay():

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.api.errors import ApiError
-from adapters.api.outbound import to_e164
+from adapters.api.outbound import e164_or_422
 from adapters.livekit.rooms import CallRoom
 from adapters.telephony import calls as phone
 from agent.transfers import transfer_call_schema, voicemail_action
@@ -19,14 +19,15 @@ pytestmark = pytest.mark.unit
 
 
 def test_to_is_normalised_to_e164():
-    assert to_e164(" +1 (415) 555-0100 ") == "+14155550100"
+    assert e164_or_422(" +1 (415) 555-0100 ", "to") == "+14155550100"
 
 
 @pytest.mark.parametrize("raw", ["4155550100", "+1 555", "+999123", "call me", "+44 20 7946"])
 def test_a_number_that_is_not_e164_is_refused(raw):
     with pytest.raises(ApiError) as info:
-        to_e164(raw)
+        e164_or_422(raw, "to")
     assert (info.value.status, info.value.code) == (422, "invalid_phone_number")
+    assert info.value.message.startswith("to: ")
 
 
 def test_placed_calls_report_to_urls_that_name_the_call():
@@ -34,6 +35,13 @@ def test_placed_calls_report_to_urls_that_name_the_call():
     urls = phone.outbound_urls("https://api.example.com/", "twilio", call_id)
     assert urls.voice_url == f"https://api.example.com/api/twilio/voice?call_id={call_id}"
     assert urls.status_url == f"https://api.example.com/api/twilio/status?call_id={call_id}"
+
+
+def test_only_providers_that_report_a_dials_fate_get_a_transfer_outcome_url():
+    call_id = uuid.uuid4()
+    url = phone.transfer_outcome_url("https://api.example.com/", "twilio", call_id)
+    assert url == f"https://api.example.com/api/twilio/transfer?call_id={call_id}"
+    assert phone.transfer_outcome_url("https://api.example.com", "sip", call_id) is None
 
 
 class Numbers:

@@ -287,10 +287,19 @@ class CallsApplication(Application[UUID]):
         replay = self._writes.replay(actor.space_id, key, command, payload)
         if replay:
             return Result.of(replay)
-        call = self.find_call(actor, cmd.call_id)
-        if not apply(call):
-            return Result.of(self._writes.unchanged(call))
-        return Result.of(self._writes.save(actor.space_id, call, key, command, payload))
+        for attempt in range(SAVE_ATTEMPTS):
+            call = self.find_call(actor, cmd.call_id)
+            if not apply(call):
+                return Result.of(self._writes.unchanged(call))
+            try:
+                return Result.of(self._writes.save(actor.space_id, call, key, command, payload))
+            except ConcurrentModification:
+                # ingest wrote to the call meanwhile (a provider's status, the worker's
+                # transcript): a call command names no version, so it is checked and applied
+                # again on the newer call
+                if attempt == SAVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _load_many(self, call_ids: list[UUID]) -> dict[UUID, Call | None]:
         """Every call of a batch, brought up to date with ONE query (the aggregate cache's

@@ -11,7 +11,8 @@ HTTP Basic auth with the account SID and auth token or an API key SID and secret
   ``IncomingPhoneNumbers/{Sid}.json`` fetch, update, delete;
 - ``Calls.json`` create (``Url`` or ``Twiml``, ``StatusCallback``, ``StatusCallbackEvent``,
   ``MachineDetection``, ``Timeout``) and ``Calls/{Sid}.json`` fetch and update (``Twiml``,
-  ``Url``, ``Status=completed``); a ``<Dial>`` in new TwiML is recorded as a transfer.
+  ``Url``, ``Status=completed``); a ``<Dial>`` in new TwiML is recorded as a transfer, and
+  ``end_dial`` reports its leg's fate to the ``<Dial>``'s ``action``.
 
 Errors carry Twilio's JSON body (``code``, ``message``, ``more_info``, ``status``) and codes
 (20003 bad credentials, 20404 not found, 21422 number not available, 21211 bad ``To``, 21210
@@ -545,6 +546,24 @@ class FakeTwilio:
         if call["answered_by"]:
             extra["AnsweredBy"] = call["answered_by"]
         return self._callback(call_sid, "completed", **extra)
+
+    def end_dial(
+        self, call_sid: str, dial_status: str = "completed", duration: int = 42
+    ) -> Delivered | None:
+        """The leg a ``<Dial>`` (a transfer) placed ends with ``dial_status`` (completed,
+        answered, busy, no-answer, failed, canceled): Twilio posts the call's parameters and
+        ``DialCallStatus`` to the ``<Dial>``'s ``action`` (None without one)."""
+        state = self.calls[call_sid]
+        dial = ET.fromstring(state["twiml"] or "<Response/>").find("Dial")
+        action = None if dial is None else dial.get("action")
+        if action is None:
+            return None
+        extra = {
+            "DialCallStatus": dial_status,
+            "DialCallSid": sid("CA"),
+            "DialCallDuration": str(duration if dial_status in ("completed", "answered") else 0),
+        }
+        return self._send(action, self._params(state["resource"]) | extra)
 
     def incoming_call(self, to: str, caller: str = "+15550003333") -> Delivered:
         """Someone dials one of the account's numbers: Twilio requests its voice URL."""

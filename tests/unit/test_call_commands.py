@@ -627,3 +627,25 @@ def test_a_write_racing_ingest_is_retried_and_nothing_is_dead_lettered(app):
     assert sent == [] and calls == [2, 2, 2]  # the same batch, whole, until it goes through
     assert event_types(app, a) == ["call.initiated", "call.started"]
     assert ingest.runtime.status.state == "running"
+
+
+def test_a_call_command_is_checked_again_on_the_call_ingest_changed_meanwhile(app, agent_id):
+    call_id = initiate(app, agent_id).id
+    app.start_call(ALICE, StartCall(call_id=call_id))
+    find_call, raced = app.find_call, []
+
+    def find_then_race(actor, wanted):
+        call = find_call(actor, wanted)
+        if not raced:  # another writer (ingest) saves a transcript after our load
+            raced.append(True)
+            line = AddTranscript(call_id=call_id, turn_id="t1", speaker="user", text="hello",
+                                 start_ms=0, end_ms=500)  # fmt: skip
+            app.add_transcript(ALICE, line)
+        return call
+
+    app.find_call = find_then_race
+    result = app.request_transfer(
+        ALICE, RequestTransfer(call_id=call_id, mode="cold", target="+15559999")
+    )
+    assert raced and result.version == 4
+    assert event_types(app, call_id)[-2:] == ["call.transcript_added", "call.transfer_requested"]

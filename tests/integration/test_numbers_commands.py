@@ -216,8 +216,10 @@ def test_the_in_process_runner_builds_the_read_models_and_a_replay_equals_them(c
     agent_id = agent(container, who)
     container.numbers.assign_number(who, AssignNumber(number_id=made.id, agent_id=agent_id))
     trunk = container.numbers.create_trunk(
-        who, CreateTrunk(spec=TrunkSpec(name="pbx", inbound={"username": "u"}),
-                         inbound_password="a-long-secret")  # fmt: skip
+        who,
+        CreateTrunk(
+            spec=TrunkSpec(name="pbx", inbound={"username": "u"}), inbound_password="a-long-secret"
+        ),  # fmt: skip
     )
     cmd = ConnectAccount(provider="twilio", account_id="AC9", secrets={"auth_token": "tok-9"})
     container.numbers.connect_account(who, cmd)

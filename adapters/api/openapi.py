@@ -85,6 +85,22 @@ CODES: dict[str, tuple[int, str]] = {
     "webhook_delivery_not_found": (404, "no such delivery of this endpoint"),
     "webhook_delivery_pending": (409, "the delivery is still pending"),
     "webhook_target_refused": (422, "the URL points where deliveries may not go"),
+    # numbers, SIP trunks, provider accounts
+    "number_not_found": (404, "no such active number in your space"),
+    "number_taken": (409, "the number is already active (in this or another space)"),
+    "number_released": (409, "the number was released: it takes no further change"),
+    "number_assigned": (409, "the number answers calls with an agent: unassign it first"),
+    "invalid_phone_number": (422, "not a valid E.164 phone number: the message says why"),
+    "invalid_number": (422, "a provider, capability or trunk a number cannot have"),
+    "trunk_not_found": (404, "no such SIP trunk in your space"),
+    "trunk_in_use": (409, "active numbers arrive through the trunk: release them first"),
+    "invalid_trunk": (422, "the trunk's configuration breaks a rule the message names"),
+    "provider_account_not_found": (404, "no account at this provider is connected"),
+    "invalid_provider_account": (422, "the account lacks the secrets its provider needs"),
+    "provider_account_missing": (409, "connect the space's account at the provider first"),
+    "provider_not_configured": (503, "this deployment has no adapter for the provider"),
+    "provider_rejected": (409, "the provider refused (e.g. the number is no longer available)"),
+    "provider_failed": (502, "the provider failed or could not be reached; `details.code`"),
     # provider webhooks
     "invalid_webhook_signature": (401, "LiveKit's signed token is missing or does not verify"),
     "ingress_unavailable": (503, "Kafka did not take the signals; retry shortly"),
@@ -111,6 +127,7 @@ CODES: dict[str, tuple[int, str]] = {
 REF = "#/components/schemas/ErrorBody"
 CODES_KEY = "x-error-codes"
 TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
+          502: "Bad gateway",
           409: "Conflict", 412: "Precondition failed", 415: "Unsupported media type",
           422: "Unprocessable", 429: "Too many requests", 500: "Internal error",
           503: "Unavailable"}  # fmt: skip

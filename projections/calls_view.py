@@ -57,6 +57,7 @@ _TYPES = {
     "seq": "bigint",
     "version": "bigint",
     "position": "bigint",
+    "interrupted": "boolean",
 }
 
 

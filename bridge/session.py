@@ -99,6 +99,7 @@ class StreamSession:
         self.inbound_format: MediaFormat | None = None
         self.outbound_format: MediaFormat | None = None
         self.up: Resampler | None = None
+        self.down: Resampler | None = None  # the agent's audio, to the provider's rate
         self.last_chunk = 0
         self.arrived = 0  # perf_counter_ns of the media message being handled
         # The provider's messages are read while we join the room (a socket left unread would
@@ -372,7 +373,7 @@ class StreamSession:
     async def _agent_audio(self, track: Any) -> None:
         assert self.outbound_format is not None
         fmt = self.outbound_format
-        down = Resampler(ROOM_RATE, fmt.sample_rate)
+        self.down = Resampler(ROOM_RATE, fmt.sample_rate)
         stream = rtc.AudioStream.from_track(
             track=track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20
         )
@@ -387,7 +388,7 @@ class StreamSession:
                     continue
                 if not self.reply_open and rms(pcm) >= QUIET_RMS:
                     self.reply_open = True  # the reply's first sound: count what goes out
-                encoded = codecs.encode(fmt.encoding, down.process(pcm))
+                encoded = codecs.encode(fmt.encoding, self.down.process(pcm))
                 if encoded:
                     self.out += encoded
                     self.out_arrivals.append((len(encoded), arrived))
@@ -488,6 +489,8 @@ class StreamSession:
         self.mark_at = None
         self.reply_open, self.reply_bytes = False, 0
         self.stale_until, self.stale_quiet = time.monotonic() + STALE_AUDIO_SECONDS, 0
+        if self.down is not None and self.outbound_format is not None:
+            self.down = Resampler(ROOM_RATE, self.outbound_format.sample_rate)  # no cut samples
         self.marks_void |= self.marks_pending
         self.marks_pending.clear()
         self.metrics.counters["clears"] += 1

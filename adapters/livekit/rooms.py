@@ -10,7 +10,7 @@ from typing import Any
 
 from livekit import api
 
-PLAYBACK_TOPIC = "voxagent.playback"  # worker -> media bridge: {"type": "clear"} on barge-in
+PLAYBACK_TOPIC = "voxagent.playback"  # worker <-> media bridge: clear, played, cleared
 EMPTY_TIMEOUT_SECONDS = 300  # a room nobody joined closes after this
 DEPARTURE_TIMEOUT_SECONDS = 20  # a room closes this long after its last participant left
 

@@ -36,7 +36,7 @@ AGENT = {
     "first_message": "Hello! How can I help you?",
     "llm": {"provider": "scripted", "script": [
         {"match": "keypad: 4 2", "reply": "You entered forty two."},
-        {"match": "story", "reply": STORY},
+        {"match": "story|tell|long", "reply": STORY},  # as Whisper tiny may hear it
         {"match": "bye", "reply": "Goodbye!", "end_call": True},
         # the question, as Whisper tiny may hear it through an 8 kHz phone line
         {"match": "order|check|please|status", "reply": "Your order will arrive on Friday."},
@@ -126,7 +126,7 @@ async def twilio_call(url: str, parameters: dict[str, str]) -> dict[str, Any]:
             await phone.dtmf(key)
             await phone.silence(0.2)
         out["keys"] = transcribe(await reply_after(phone, pressed), phone.rate)
-        asked = await say(phone, "Tell me a story.")
+        asked = await say(phone, "Tell me a long story.")
         await phone.wait_for(lambda: any(t > asked for t in voiced_times(phone)), timeout=60)
         await phone.silence(2.0)  # two seconds into the story...
         clears_before, marks_before = phone.clears_received, len(phone.marks_received)
@@ -174,8 +174,8 @@ def test_a_twilio_media_stream_call_through_the_bridge(client, issuer, worker, p
     reply = "Your order will arrive on Friday."
     assert understood(heard["answer"], reply, "order", "friday"), heard
     assert understood(heard["keys"], "You entered forty two.", "forty", "42"), heard
-    assert heard["clears"] >= 1, "the barge-in cleared the provider's buffer"
-    assert heard["cleared_while_talking"], "clear reached the provider while the caller talked"
+    assert heard["clears"] >= 1, heard  # the barge-in cleared the provider's buffer...
+    assert heard["cleared_while_talking"], heard  # ...while the caller was still talking
     assert "seagulls never once" not in heard["story_heard"].lower(), heard
     assert heard["marks"], "the bridge marks the end of each reply"
     assert set(heard["echoes"]) <= set(heard["marks"]) and heard["echoes"], heard

@@ -59,6 +59,7 @@ _TYPES = {
     "seq": "bigint",
     "version": "bigint",
     "position": "bigint",
+    "interrupted": "boolean",
 }
 
 

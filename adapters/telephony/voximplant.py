@@ -59,11 +59,15 @@ ROUTE_TOKEN_CONTEXT = b"voxagent/voximplant-route/v1"
 
 def route_token(creds: ProviderCredentials) -> str:
     """The shared secret our scenario sends to ``/api/voximplant/route`` and ``/status`` (and
-    puts in session commands): HMAC-SHA256 keyed by the account's private key over the account
-    and key ids, base64url. It changes when the key is rotated; it reveals nothing of the key."""
-    key_id, private_key = _secrets(creds)
+    puts in session commands): HMAC-SHA256 keyed by the account's private key (or legacy API
+    key) over the account and key ids, base64url. It changes when the key is rotated; it
+    reveals nothing of the key."""
+    key_id = creds.secrets.get("key_id") or ""
+    key = creds.secrets.get("private_key") or creds.secrets.get("api_key")
+    if not creds.account_id or not key:
+        raise ProviderError("provider_auth_failed", "The VoxImplant account has no key.")
     message = ROUTE_TOKEN_CONTEXT + f":{creds.account_id}:{key_id}".encode()
-    digest = hmac.new(private_key.encode(), message, hashlib.sha256).digest()
+    digest = hmac.new(key.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -71,7 +75,11 @@ def tokens_match(given: str | None, creds: ProviderCredentials) -> bool:
     """Constant-time check of a presented route token."""
     if not given:
         return False
-    return hmac.compare_digest(given.encode(), route_token(creds).encode())
+    try:
+        expected = route_token(creds)
+    except ProviderError:  # incomplete credentials: nothing matches
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _secrets(creds: ProviderCredentials) -> tuple[str, str]:
@@ -80,8 +88,9 @@ def _secrets(creds: ProviderCredentials) -> tuple[str, str]:
     if not creds.account_id or not key_id or not private_key:
         raise ProviderError(
             "provider_auth_failed",
-            "VoxImplant credentials need the account id and the service account key's "
-            "`key_id` and `private_key`.",
+            "VoxImplant credentials need the account id and a service account key's "
+            "`key_id` and `private_key` (voximplant-apiclient signs with it; a legacy "
+            "`api_key` alone cannot be used).",
         )
     return key_id, private_key
 
@@ -233,10 +242,11 @@ class VoximplantProvider:
     # -- VoiceProvider --------------------------------------------------------------------
     def place_call(self, creds: ProviderCredentials, call: OutboundCall) -> PlacedCall:
         """Start our rule's scenario with the call in ``script_custom_data``; it dials ``to``
-        from ``from``, and once answered asks ``voice_url`` for the call's stream."""
+        from ``from`` and, once answered, asks ``/api/voximplant/route`` for the call's stream
+        (minted then, so a long ring never outlives its token). ``call.urls`` are not sent:
+        the scenario knows our API (its ``API`` constant) and reports to its two routes."""
         data = {
             "call_id": str(call.call_id), "from": call.from_e164, "to": call.to_e164,
-            "voice_url": call.urls.voice_url, "status_url": call.urls.status_url,
             "machine_detection": call.machine_detection, "timeout": call.timeout_seconds,
         }  # fmt: skip
         started = self._call(

@@ -119,7 +119,6 @@ def test_place_call_starts_our_scenario_with_the_call_in_custom_data(vox, provid
     assert (start["application_name"], start["rule_name"]) == ("voxagent", "voxagent")
     data = json.loads(start["script_custom_data"])
     assert data == {"call_id": str(call_id), "from": "+12125550100", "to": "+447700900123",
-                    "voice_url": URLS.voice_url, "status_url": URLS.status_url,
                     "machine_detection": True, "timeout": 30}  # fmt: skip
     (session,) = vox.sessions.values()
     assert placed.provider_call_id.endswith(f"/request/{session.session_id}")

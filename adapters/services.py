@@ -4,14 +4,18 @@ checks what they use, and a test can hand them anything that has these members."
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
 from commands.calls import CallsApplication
+from commands.numbers import NumbersApplication
 from commands.webhooks import WebhooksApplication
 from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.telephony.providers import TelephonyProviders
 
 
 class Services(Protocol):
@@ -31,6 +35,14 @@ class Services(Protocol):
 
     @property
     def webhooks(self) -> WebhooksApplication: ...
+
+    @property
+    def numbers(self) -> NumbersApplication: ...
+
+    @property
+    def telephony_providers(self) -> TelephonyProviders:
+        """The provider adapters by name (adapters/telephony/providers.py)."""
+        ...
 
     @property
     def verifier(self) -> Any:

@@ -14,14 +14,16 @@ from uuid import UUID
 
 from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 
-from adapters.livekit.rooms import PLAYBACK_TOPIC, CallRoom
+from adapters.livekit.rooms import CALL_TOPIC, PLAYBACK_TOPIC, CallRoom
 from adapters.net.guard import TargetPolicy, TargetRefused, check_url
 from adapters.net.http import GuardedHttpClient
+from adapters.telephony.calls import NoPhoneLeg, transfer
 from agent.callbacks import merge_variables, post_call, pre_call
 from agent.keypad import Keypad
 from agent.recorder import CallRecorder
 from agent.signals import SignalEmitter
 from agent.tools import ToolInvocation, function_tools, substitute
+from agent.transfers import transfer_call_schema, voicemail_action
 from commands.agents import Actor
 from domain.agent_config import AgentConfig
 from domain.errors import ProviderUnavailable
@@ -86,7 +88,8 @@ class CallSession:
         self.http = GuardedHttpClient(policy)
         secret = settings.worker.callback_secret
         secret_text = secret.get_secret_value() if secret else None
-        variables = dict(config.variables)
+        # the agent's defaults < the call's own (outbound API) < the pre-call hook's
+        variables = merge_variables(config.variables, self.room.variables or {})
         if config.webhooks.pre_call_url:
             hook = await pre_call(config.webhooks.pre_call_url, self._identity(), self.http,
                                   secret_text)  # fmt: skip
@@ -94,6 +97,9 @@ class CallSession:
         self.variables, self.config = variables, config
         tools: list[Any] = function_tools(config.tools, variables, self.http, self._tool_invoked)
         tools.append(llm.function_tool(self._end_call_handler(), raw_schema=END_CALL_SCHEMA))
+        if config.transfer_targets:
+            schema = transfer_call_schema(config.transfer_targets)
+            tools.append(llm.function_tool(self._transfer_call_handler(), raw_schema=schema))
         registry = self.deps.registry
         session: AgentSession[Any] = AgentSession(
             vad=registry.vad(), stt=registry.stt(config), llm=registry.llm(config, variables),
@@ -109,6 +115,7 @@ class CallSession:
         session.on("user_state_changed", self._user_state)
         session.on("close", self._closed)
         if self.room.channel != "web":  # a phone stream: keys, and the bridge's playback
+            self.ctx.room.on("data_received", self._call_message)
             self.keypad = Keypad(self._keys_pressed)
             self.ctx.room.on("sip_dtmf_received", self._dtmf)
             session.on("speech_created", self._speech_created)
@@ -201,6 +208,49 @@ class CallSession:
             raise llm.StopResponse()
 
         return end_call
+
+    def _transfer_call_handler(self) -> Any:
+        """The built-in ``transfer_call`` tool: only to the agent's configured targets (the
+        model picks a name, never a number). Warm: the agent says the target's briefing to the
+        caller first. The transfer runs through the same path as the API's transfer route."""
+
+        async def transfer_call(raw_arguments: dict[str, object], ctx: RunContext) -> str:
+            name = str(raw_arguments.get("target", ""))
+            target = next((t for t in self.config.transfer_targets if t.name == name), None)
+            if target is None:
+                return f"There is no transfer target named {name!r}."
+            if target.mode == "warm" and target.briefing and self.session is not None:
+                handle = self.session.say(substitute(target.briefing, self.variables))
+                await handle.wait_for_playout()
+            actor = Actor(space_id=self.room.space_id, subject=SYSTEM_SUBJECT)
+            try:
+                _result, problem = await transfer(
+                    self.deps.container, actor, UUID(self.room.call_id), target.destination,
+                    target.mode,
+                )  # fmt: skip
+            except NoPhoneLeg:
+                return "This call cannot be transferred (it is not a phone call)."
+            if problem is not None:
+                return f"The transfer did not go through ({problem}); stay with the caller."
+            asyncio.ensure_future(self._end("transferred"))
+            raise llm.StopResponse()
+
+        return transfer_call
+
+    def _call_message(self, packet: Any) -> None:
+        """What the API tells the worker about the phone leg (``CALL_TOPIC``): a machine
+        answered -> the agent's voicemail policy."""
+        if getattr(packet, "topic", None) != CALL_TOPIC or self.reason is not None:
+            return
+        action = voicemail_action(packet.data, self.config.voicemail)
+        if action is None:
+            return
+        log.info("call %s: a machine answered; %s", self.room.call_id, action[0])
+        if action[0] == "hang_up" or self.session is None:
+            asyncio.ensure_future(self._end("voicemail"))
+        else:
+            message = substitute(action[1], self.variables)
+            asyncio.ensure_future(self._say_and_end(message, "voicemail"))
 
     def _closed(self, event: Any) -> None:
         reason = getattr(event.reason, "value", str(event.reason))

@@ -8,7 +8,18 @@ from uuid import UUID
 
 from pydantic import Field
 
-from commands.signals import Channel, Direction, Speaker, TransferMode, UsageKind
+from commands.signals import (
+    AnsweredBy,
+    CallVariables,
+    Channel,
+    Direction,
+    ProviderCallStatus,
+    ProviderName,
+    Speaker,
+    TransferMode,
+    TransferOutcome,
+    UsageKind,
+)
 from commands.writes import Written
 from domain.calls import Call
 from domain.numbers import Millis, Moment, Quantity
@@ -33,6 +44,7 @@ class InitiateCall(Storable):
     to_number: str | None = Field(None, max_length=64)
     call_id: UUID | None = None
     at: Moment | None = None
+    variables: CallVariables | None = None
 
 
 class StartCall(CallCommand):
@@ -50,6 +62,20 @@ class AddTranscript(CallCommand):
 class RequestTransfer(CallCommand):
     mode: TransferMode
     target: str = Field(min_length=1, max_length=256)
+
+
+class CompleteTransfer(CallCommand):
+    outcome: TransferOutcome
+    reason: str | None = Field(None, max_length=256)
+
+
+class RecordProviderStatus(CallCommand):
+    provider: ProviderName
+    provider_call_id: str = Field(min_length=1, max_length=128)
+    status: ProviderCallStatus
+    answered_by: AnsweredBy | None = None
+    sip_code: int | None = Field(None, ge=100, le=699)
+    reason: str | None = Field(None, max_length=256)
 
 
 class EndCall(CallCommand):

@@ -23,6 +23,7 @@ from commands.signals import (
     CallInitiatedSignal,
     CallStartedSignal,
     DtmfSignal,
+    ProviderStatusSignal,
     Signal,
     ToolInvokedSignal,
     TranscriptSignal,
@@ -67,6 +68,7 @@ def initiate(s: CallInitiatedSignal) -> Call:
         room_name=s.room_name,
         at=s.at,
         signal_id=s.signal_id,
+        variables=s.variables,
     )
 
 
@@ -102,7 +104,20 @@ def apply_signal(call: Call, s: Signal) -> bool:
     if isinstance(s, TransferRequestedSignal):
         return call.request_transfer(mode=s.mode, target=s.target, at=at, signal_id=sid)
     if isinstance(s, TransferCompletedSignal):
-        return call.complete_transfer(succeeded=s.succeeded, at=at, signal_id=sid)
+        return call.complete_transfer(
+            succeeded=s.succeeded, outcome=s.outcome, reason=s.reason, at=at, signal_id=sid
+        )
+    if isinstance(s, ProviderStatusSignal):
+        return call.record_provider_status(
+            provider=s.provider,
+            provider_call_id=s.provider_call_id,
+            status=s.status,
+            answered_by=s.answered_by,
+            sip_code=s.sip_code,
+            reason=s.reason,
+            at=at,
+            signal_id=sid,
+        )
     if isinstance(s, UsageSignal):
         return call.record_usage(
             provider=s.provider,

@@ -24,8 +24,10 @@ from commands.call_commands import (
     AddTranscript,
     CallCommand,
     CallNotFound,
+    CompleteTransfer,
     EndCall,
     InitiateCall,
+    RecordProviderStatus,
     RecordUsage,
     RequestTransfer,
     Result,
@@ -40,8 +42,9 @@ from domain.agents import VoiceAgent
 from domain.calls import Call
 
 __all__ = [
-    "Actor", "AddTranscript", "CallNotFound", "CallsApplication", "EndCall", "InitiateCall",
-    "RecordUsage", "RequestTransfer", "Result", "SignalOutcome", "StartCall",
+    "Actor", "AddTranscript", "CallNotFound", "CallsApplication", "CompleteTransfer", "EndCall",
+    "InitiateCall", "RecordProviderStatus", "RecordUsage", "RequestTransfer", "Result",
+    "SignalOutcome", "StartCall",
 ]  # fmt: skip
 AgentLookup = Callable[[Actor, UUID], VoiceAgent]
 SAVE_ATTEMPTS = 3  # per call, when the batch save met a concurrent writer
@@ -107,6 +110,7 @@ class CallsApplication(Application[UUID]):
             from_number=cmd.from_number,
             to_number=cmd.to_number,
             at=self._at(cmd.at),
+            variables=cmd.variables,
         )
         written = self._writes.save(actor.space_id, call, idempotency_key, "initiate_call", payload)
         return Result.of(written)
@@ -138,6 +142,33 @@ class CallsApplication(Application[UUID]):
             return call.request_transfer(mode=cmd.mode, target=cmd.target, at=self._at(cmd.at))
 
         return self._command(actor, cmd, idempotency_key, "request_transfer", apply)
+
+    def complete_transfer(
+        self, actor: Actor, cmd: CompleteTransfer, idempotency_key: Key = None
+    ) -> Result:
+        def apply(call: Call) -> bool:
+            return call.complete_transfer(
+                outcome=cmd.outcome, reason=cmd.reason, at=self._at(cmd.at)
+            )
+
+        return self._command(actor, cmd, idempotency_key, "complete_transfer", apply)
+
+    def record_provider_status(
+        self, actor: Actor, cmd: RecordProviderStatus, idempotency_key: Key = None
+    ) -> Result:
+        """What the API learnt from the provider itself (e.g. the placed call's id); the
+        provider's callbacks arrive as signals. Signal id as a callback's: a later callback
+        of the same status is then a duplicate."""
+
+        def apply(call: Call) -> bool:
+            return call.record_provider_status(
+                provider=cmd.provider, provider_call_id=cmd.provider_call_id,
+                status=cmd.status, answered_by=cmd.answered_by, sip_code=cmd.sip_code,
+                reason=cmd.reason, at=self._at(cmd.at),
+                signal_id=f"{cmd.provider}:{cmd.provider_call_id}:{cmd.status}",
+            )  # fmt: skip
+
+        return self._command(actor, cmd, idempotency_key, "record_provider_status", apply)
 
     def end_call(self, actor: Actor, cmd: EndCall, idempotency_key: Key = None) -> Result:
         def apply(call: Call) -> bool:

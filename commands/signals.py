@@ -15,17 +15,32 @@ from functools import cache
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from domain.numbers import ConfigVersion, Millis, Quantity, check_moment
 from domain.text import JSON_TOO_DEEP, JSON_TOO_LARGE, UNSTORABLE_TEXT, Storable, max_json_bytes
 
 SCHEMA_VERSION: Literal[1] = 1
 Direction = Literal["inbound", "outbound", "web"]
-Channel = Literal["web", "twilio_sip", "twilio_media_streams", "voximplant"]
+# `twilio_sip` is kept for calls recorded before our own SIP endpoint (`sip`) existed
+Channel = Literal["web", "twilio_sip", "twilio_media_streams", "voximplant", "sip"]
 Speaker = Literal["user", "agent"]
 ToolStatus = Literal["ok", "error", "timeout", "refused"]
 TransferMode = Literal["warm", "cold"]
+TransferOutcome = Literal["completed", "failed", "no-answer", "busy"]
+ProviderName = Literal["twilio", "voximplant", "sip"]
+# the provider's view of a call (commands/telephony.py has the same two; a test keeps them equal)
+ProviderCallStatus = Literal[
+    "queued", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"
+]
+AnsweredBy = Literal["human", "machine", "fax", "unknown"]
 DtmfDigit = Literal["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "#", "A", "B", "C", "D"]
 UsageKind = Literal[
     "stt_seconds", "llm_input_tokens", "llm_output_tokens", "tts_characters", "telephony_seconds"
@@ -33,6 +48,13 @@ UsageKind = Literal[
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 # what a tool was called with and answered (third-party JSON, reported by the worker)
 ToolJson = Annotated[Any, max_json_bytes(256 * 1024)]
+# a call's dynamic variables (outbound API, pre-call hook): the pre-call hook's bounds
+MAX_CALL_VARIABLES = 100
+VariableName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+CallVariables = Annotated[
+    dict[VariableName, Annotated[str, Field(max_length=4096)]],
+    Field(max_length=MAX_CALL_VARIABLES),
+]
 
 
 class SignalRejected(Exception):
@@ -86,6 +108,7 @@ class CallInitiatedSignal(_Signal):
     from_number: str | None = Field(None, max_length=64)
     to_number: str | None = Field(None, max_length=64)
     room_name: Name
+    variables: CallVariables | None = None
 
 
 class CallStartedSignal(_Signal):
@@ -125,8 +148,47 @@ class TransferRequestedSignal(_Signal):
 
 
 class TransferCompletedSignal(_Signal):
+    """``outcome`` says how the transfer ended; ``succeeded`` (the original field) is
+    ``outcome == "completed"``. Either may be given alone, the other is derived."""
+
     type: Literal["call.transfer_completed"] = "call.transfer_completed"
     succeeded: bool
+    outcome: TransferOutcome
+    reason: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_or_succeeded(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        succeeded, outcome = data.get("succeeded"), data.get("outcome")
+        if succeeded is None and outcome is None:
+            raise ValueError("needs `outcome` (completed|failed|no-answer|busy) or `succeeded`")
+        if outcome is None and isinstance(succeeded, bool):
+            return {**data, "outcome": "completed" if succeeded else "failed"}
+        if succeeded is None and isinstance(outcome, str):
+            return {**data, "succeeded": outcome == "completed"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TransferCompletedSignal:
+        if self.succeeded != (self.outcome == "completed"):
+            raise ValueError("`succeeded` must be true exactly when `outcome` is completed")
+        return self
+
+
+class ProviderStatusSignal(_Signal):
+    """A telephony provider's status callback for the call (Twilio's CallStatus, VoxImplant's
+    scenario events, our SIP endpoint's responses). ``signal_id`` is
+    ``f"{provider}:{provider_call_id}:{status}"`` so a repeated callback is a duplicate."""
+
+    type: Literal["call.provider_status"] = "call.provider_status"
+    provider: ProviderName
+    provider_call_id: str = Field(min_length=1, max_length=128)
+    status: ProviderCallStatus
+    answered_by: AnsweredBy | None = None
+    sip_code: int | None = Field(None, ge=100, le=699)
+    reason: str | None = Field(None, max_length=256)
 
 
 class UsageSignal(_Signal):
@@ -160,6 +222,7 @@ Signal = Annotated[
     | DtmfSignal
     | TransferRequestedSignal
     | TransferCompletedSignal
+    | ProviderStatusSignal
     | UsageSignal
     | TurnMetricsSignal
     | CallEndedSignal,
@@ -173,6 +236,7 @@ SIGNAL_TYPES = (
     "call.dtmf",
     "call.transfer_requested",
     "call.transfer_completed",
+    "call.provider_status",
     "call.usage",
     "call.turn_metrics",
     "call.ended",

@@ -154,6 +154,40 @@ class WebhooksConfig(Frozen):
     )
 
 
+TRANSFER_DESTINATION = r"^(\+[1-9][0-9]{6,14}|sips?:[^\s@]+@[^\s]+)$"
+
+
+class TransferTarget(Frozen):
+    """A destination the agent's ``transfer_call`` tool may hand the caller to. The model only
+    ever chooses among these names: it never dials a number it made up or heard."""
+
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+    destination: str = Field(
+        max_length=256, pattern=TRANSFER_DESTINATION,
+        description="An E.164 number (`+15551234567`) or a SIP URI (`sip:desk@pbx.example.com`).",
+    )  # fmt: skip
+    description: str = Field("", max_length=500, description="When to choose it (for the LLM).")
+    mode: Literal["cold", "warm"] = "cold"
+    briefing: str = Field(
+        "", max_length=2000,
+        description="Warm transfers: what the agent says before handing over (`{{variables}}`).",
+    )  # fmt: skip
+
+
+class VoicemailPolicy(Frozen):
+    """What an outbound call does when the provider's answering-machine detection says a
+    machine answered: hang up, or leave ``message`` and then hang up."""
+
+    action: Literal["hang_up", "leave_message"] = "hang_up"
+    message: str = Field("", max_length=2000, description="Said to the machine (`{{variables}}`).")
+
+    @model_validator(mode="after")
+    def _message(self) -> VoicemailPolicy:
+        if self.action == "leave_message" and not self.message.strip():
+            raise ValueError("leave_message needs a message")
+        return self
+
+
 class AgentConfig(Frozen):
     """The whole configuration of a voice agent at one config version."""
 
@@ -180,6 +214,15 @@ class AgentConfig(Frozen):
         description="Default dynamic variables for `{{name}}` placeholders (the pre-call "
         "webhook can override them per call).",
     )
+    transfer_targets: tuple[TransferTarget, ...] = Field(
+        (), max_length=20,
+        description="Where the built-in `transfer_call` tool may transfer the caller (the tool "
+        "exists only when this is not empty).",
+    )  # fmt: skip
+    voicemail: VoicemailPolicy = Field(
+        VoicemailPolicy(),
+        description="Outbound calls a machine answered (answering-machine detection).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -191,12 +234,17 @@ class AgentConfig(Frozen):
     @model_validator(mode="after")
     def _unique_tools(self) -> AgentConfig:
         names = [t.name for t in self.tools]
-        if "end_call" in names:
-            raise ValueError("'end_call' is the built-in tool that hangs up; name yours otherwise")
+        for builtin in ("end_call", "transfer_call"):
+            if builtin in names:
+                raise ValueError(f"'{builtin}' is a built-in tool; name yours otherwise")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"tool names must be unique; repeated: {', '.join(duplicates)}")
-        unknown = sorted({r.tool for r in self.llm.script if r.tool and r.tool not in names})
+        targets = [t.name for t in self.transfer_targets]
+        if len(set(targets)) != len(targets):
+            raise ValueError("transfer_targets names must be unique")
+        known = set(names) | ({"transfer_call"} if targets else set())
+        unknown = sorted({r.tool for r in self.llm.script if r.tool and r.tool not in known})
         if unknown:
             raise ValueError(f"llm.script names tools that are not configured: {unknown}")
         check_json_size(self.as_data(), MAX_CONFIG_BYTES, "the whole configuration")

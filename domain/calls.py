@@ -5,10 +5,16 @@ carries a ``signal_id`` and a call remembers the ids it has applied, so a signal
 changes nothing. Times that matter (answered, spoken, ended) come from the signal (``at``,
 ISO 8601 UTC with milliseconds), not from when ingest ran. Invariants: nothing is added after
 the end; the end happens once; a transfer needs a started call.
+
+The telephony provider's view of the phone leg (``call.provider_status_changed``: queued,
+ringing, in-progress, then a terminal status) is recorded beside the worker's: a terminal
+status of a phone leg that was never answered ends the call (busy, no_answer, failed,
+canceled); statuses after the end, repeated or older ones change nothing.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
@@ -16,7 +22,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.errors import DomainError
 
 DIRECTIONS = ("inbound", "outbound", "web")
-CHANNELS = ("web", "twilio_sip", "twilio_media_streams", "voximplant")
+CHANNELS = ("web", "twilio_sip", "twilio_media_streams", "voximplant", "sip")
 SPEAKERS = ("user", "agent")
 USAGE_KINDS = (
     "stt_seconds",
@@ -27,8 +33,29 @@ USAGE_KINDS = (
 )
 TOOL_STATUSES = ("ok", "error", "timeout", "refused")
 TRANSFER_MODES = ("warm", "cold")
+TRANSFER_OUTCOMES = ("completed", "failed", "no-answer", "busy")
 DTMF_DIGITS = tuple("0123456789*#ABCD")
 STATUSES = ("initiated", "in_progress", "transferring", "ended")
+PROVIDERS = ("twilio", "voximplant", "sip")
+PROVIDER_STATUSES = (
+    "queued", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled",
+)  # fmt: skip
+TERMINAL_PROVIDER_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+ANSWERED_BY = ("human", "machine", "fax", "unknown")
+# a phone leg that ends unanswered ends its call with this reason
+UNANSWERED_END_REASONS = {
+    "busy": "busy", "no-answer": "no_answer", "failed": "failed", "canceled": "canceled",
+    "completed": "completed",
+}  # fmt: skip
+
+
+def _status_rank(status: str | None) -> int:
+    """Provider statuses only move forward: queued < ringing < in-progress < terminal."""
+    if status is None:
+        return -1
+    if status in TERMINAL_PROVIDER_STATUSES:
+        return 3
+    return ("queued", "ringing", "in-progress").index(status)
 
 
 class CallEnded(DomainError):
@@ -41,6 +68,10 @@ class CallNotStarted(DomainError):
 
 class InvalidSignal(DomainError):
     code = "invalid_signal"
+
+
+class ProviderCallMismatch(DomainError):
+    code = "provider_call_mismatch"
 
 
 def _one_of(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -85,6 +116,7 @@ class Call(Aggregate):
         room_name: str
         at: str
         signal_id: str | None
+        variables: dict[str, str] | None  # per-call dynamic variables (absent in old events)
 
     class Started(CallEvent):
         TOPIC = "call.started"
@@ -132,15 +164,42 @@ class Call(Aggregate):
             call.status = "transferring"
 
     class TransferCompleted(CallEvent):
+        """``outcome`` (completed|failed|no-answer|busy) and ``reason`` were added later: old
+        events have ``succeeded`` only."""
+
         TOPIC = "call.transfer_completed"
         SCHEMA_VERSION = 1
         mode: str
         target: str
         succeeded: bool
+        outcome: str
+        reason: str | None
 
         def mutate_call(self, call: Any) -> None:
             call.transfer = None
             call.status = "in_progress"
+            call.transfer_outcome = getattr(self, "outcome", None) or (
+                "completed" if self.succeeded else "failed"
+            )
+
+    class ProviderStatusChanged(CallEvent):
+        TOPIC = "call.provider_status_changed"
+        SCHEMA_VERSION = 1
+        provider: str
+        provider_call_id: str
+        status: str
+        answered_by: str | None
+        sip_code: int | None
+        reason: str | None
+
+        def mutate_call(self, call: Any) -> None:
+            call.provider = self.provider
+            call.provider_call_id = self.provider_call_id
+            call.provider_status = self.status
+            if self.status == "in-progress":
+                call.answered = True
+            if self.answered_by is not None:
+                call.answered_by = self.answered_by
 
     class UsageRecorded(CallEvent):
         TOPIC = "call.usage_recorded"
@@ -184,6 +243,7 @@ class Call(Aggregate):
         room_name: str,
         at: str,
         signal_id: str | None,
+        variables: dict[str, str] | None = None,
     ) -> None:
         self.space_id = space_id
         self.agent_id = agent_id
@@ -201,6 +261,13 @@ class Call(Aggregate):
         self.end_reason: str | None = None
         self.duration_ms: int | None = None
         self.signals: set[str] = {signal_id} if signal_id else set()
+        self.variables = dict(variables) if variables else None
+        self.provider: str | None = None
+        self.provider_call_id: str | None = None
+        self.provider_status: str | None = None
+        self.answered = False  # the provider reported the phone leg in progress
+        self.answered_by: str | None = None
+        self.transfer_outcome: str | None = None
 
     @classmethod
     def initiate(
@@ -217,6 +284,7 @@ class Call(Aggregate):
         to_number: str | None = None,
         signal_id: str | None = None,
         call_id: Any = None,
+        variables: dict[str, str] | None = None,
     ) -> Call:
         _one_of(direction, DIRECTIONS, "direction")
         _one_of(channel, CHANNELS, "channel")
@@ -233,6 +301,7 @@ class Call(Aggregate):
             room_name=room_name,
             at=at,
             signal_id=signal_id,
+            variables=dict(variables) if variables else None,
         )
 
     # -- commands: each returns False when the signal was already applied ------------------
@@ -350,10 +419,27 @@ class Call(Aggregate):
         )
         return True
 
-    def complete_transfer(self, *, succeeded: bool, at: str, signal_id: str | None = None) -> bool:
+    def complete_transfer(
+        self,
+        *,
+        succeeded: bool | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        at: str,
+        signal_id: str | None = None,
+    ) -> bool:
+        """The transfer's outcome: ``completed`` (the target took the call), ``failed``,
+        ``no-answer`` or ``busy``; ``succeeded`` alone means completed/failed."""
         if self.seen(signal_id):
             return False
         self._ensure_open("complete a transfer")
+        if outcome is None:
+            if succeeded is None:
+                raise InvalidSignal("a transfer's completion needs an outcome")
+            outcome = "completed" if succeeded else "failed"
+        _one_of(outcome, TRANSFER_OUTCOMES, "transfer outcome")
+        if succeeded is not None and succeeded != (outcome == "completed"):
+            raise InvalidSignal("succeeded must be true exactly when the outcome is completed")
         if self.transfer is None:
             raise InvalidSignal(f"call {self.id} has no transfer in progress")
         mode, target = self.transfer.split(":", 1)
@@ -362,10 +448,69 @@ class Call(Aggregate):
             space_id=self.space_id,
             mode=mode,
             target=target,
-            succeeded=succeeded,
+            succeeded=outcome == "completed",
+            outcome=outcome,
+            reason=reason,
             at=at,
             signal_id=signal_id,
         )
+        return True
+
+    def record_provider_status(
+        self,
+        *,
+        provider: str,
+        provider_call_id: str,
+        status: str,
+        at: str,
+        answered_by: str | None = None,
+        sip_code: int | None = None,
+        reason: str | None = None,
+        signal_id: str | None = None,
+    ) -> bool:
+        """Record the provider's status of the phone leg; False when it changes nothing (a
+        repeat, an older status arriving late, anything after the end — providers retry and
+        reorder callbacks, so none of these is an error). A terminal status of a leg that was
+        never answered ends the call: the worker may have joined the room (outbound calls
+        start before the callee answers), but nobody was there to talk to. An answered call
+        is ended by its worker (which still reports the final usage), not by ``completed``."""
+        if self.seen(signal_id) or self.status == "ended":
+            return False
+        _one_of(provider, PROVIDERS, "provider")
+        _one_of(status, PROVIDER_STATUSES, "provider status")
+        if answered_by is not None:
+            _one_of(answered_by, ANSWERED_BY, "answered_by")
+        if self.provider_call_id is not None and provider_call_id != self.provider_call_id:
+            raise ProviderCallMismatch(
+                f"call {self.id} is the provider call {self.provider_call_id}, "
+                f"not {provider_call_id}"
+            )
+        same = status == self.provider_status and answered_by in (None, self.answered_by)
+        if same or _status_rank(status) < _status_rank(self.provider_status):
+            return False
+        self.trigger_event(
+            self.ProviderStatusChanged,
+            space_id=self.space_id,
+            provider=provider,
+            provider_call_id=provider_call_id,
+            status=status,
+            answered_by=answered_by,
+            sip_code=sip_code,
+            reason=reason,
+            at=at,
+            signal_id=signal_id,
+        )
+        unanswered = self.started_at is None or (not self.answered and status != "completed")
+        if status in TERMINAL_PROVIDER_STATUSES and unanswered:
+            since = self.started_at or self.initiated_at
+            self.trigger_event(
+                self.Ended,
+                space_id=self.space_id,
+                reason=UNANSWERED_END_REASONS[status],
+                duration_ms=max(0, _ms_between(since, at)),
+                at=at,
+                signal_id=None,
+            )
         return True
 
     def record_usage(
@@ -442,3 +587,8 @@ class Call(Aggregate):
     def _ensure_open(self, what: str) -> None:
         if self.status == "ended":
             raise CallEnded(f"call {self.id} has ended; it cannot {what} any more")
+
+
+def _ms_between(start: str, end: str) -> int:
+    delta = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    return int(delta.total_seconds() * 1000)

@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.contract import CONTEXT_OF
 
-_PATTERN = re.compile(r"^(\*|[a-z]+\.\*|[a-z]+\.[a-z_]+)$")
+_PATTERN = re.compile(r"^(\*|[a-z_]+\.\*|[a-z_]+\.[a-z_]+)$")
 TEST_EVENT_TYPE = "webhook.test"  # sent on request to one endpoint, whatever it subscribes to
 
 

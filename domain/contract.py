@@ -16,6 +16,8 @@ _STANDARD_FIELDS = {"originator_id", "originator_version", "timestamp", "origina
 CONTEXT_OF = {
     "agent": "agents",
     "number": "numbers",
+    "trunk": "numbers",
+    "provider_account": "numbers",
     "call": "calls",
     "usage": "billing",
     "webhook": "webhooks",

@@ -17,12 +17,14 @@ from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
 from commands.calls import CallsApplication
+from commands.numbers import NumbersApplication
 from commands.webhooks import WebhooksApplication
 from domain.providers import problems
 from infra.settings import Settings
 
 RECORDER_TOPIC = "adapters.postgres.recorder:IdempotentPostgresRecorder"
 WEBHOOKS_RECORDER_TOPIC = "adapters.postgres.webhook_recorder:WebhooksPostgresRecorder"
+NUMBERS_RECORDER_TOPIC = "adapters.postgres.numbers_recorder:NumbersPostgresRecorder"
 FACTORY_TOPIC = "adapters.postgres.datastore:SharedPostgresFactory"
 
 
@@ -111,9 +113,33 @@ class Container:
         with schema_lock(self.settings):
             return WebhooksApplication(env=env)
 
+    @cached_property
+    def numbers(self) -> NumbersApplication:
+        """Phone numbers, SIP trunks and provider accounts; its recorder also keeps the number
+        claims (one active E.164 number at a time) and the trunks' and accounts' secrets."""
+        if "numbers" in self.overrides:
+            return self.overrides["numbers"]
+        env = eventsourcing_env(self.settings)
+        env["APPLICATION_RECORDER_TOPIC"] = NUMBERS_RECORDER_TOPIC
+        with schema_lock(self.settings):
+            return NumbersApplication(
+                env=env, agent_lookup=lambda actor, agent_id: self.agents.get_agent(actor, agent_id)
+            )
+
+    @cached_property
+    def telephony_providers(self) -> Any:
+        """The provider adapters (``adapters.telephony.providers.TelephonyProviders``); each
+        adapter registers itself here."""
+        if "telephony_providers" in self.overrides:
+            return self.overrides["telephony_providers"]
+        from adapters.telephony.providers import TelephonyProviders
+
+        providers = TelephonyProviders()
+        return providers
+
     def applications(self) -> tuple[Any, ...]:
         """Every event-sourced application, in the order the relay publishes them."""
-        return (self.agents, self.calls, self.webhooks)
+        return (self.agents, self.calls, self.webhooks, self.numbers)
 
     @cached_property
     def pool(self) -> ConnectionPool:
@@ -171,6 +197,8 @@ class Container:
             self.calls.close()
         if "webhooks" in self.__dict__ and "webhooks" not in self.overrides:
             self.webhooks.close()
+        if "numbers" in self.__dict__ and "numbers" not in self.overrides:
+            self.numbers.close()
 
 
 def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:

@@ -33,6 +33,7 @@ def migrate(ctx: click.Context) -> None:
         container.agents  # creates the event store tables  # noqa: B018
         container.calls  # noqa: B018
         container.webhooks  # noqa: B018
+        container.numbers  # noqa: B018
         migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
         from adapters.kafka.topics import domain_topics, ensure_topics
 
@@ -175,7 +176,7 @@ def simulate_calls_command(
 
 
 @cli.command()
-@click.argument("read_model", type=click.Choice(["agents", "calls"]))
+@click.argument("read_model", type=click.Choice(["agents", "calls", "numbers"]))
 @click.option("--check", is_flag=True, help="Rebuild aside and compare; change nothing.")
 @click.pass_context
 def replay(ctx: click.Context, read_model: str, check: bool) -> None:
@@ -184,6 +185,7 @@ def replay(ctx: click.Context, read_model: str, check: bool) -> None:
     ``--check`` only compares the rebuild with the live read model (exit 1 when they differ)."""
     from infra.bootstrap import bootstrap
     from projections.calls_replay import replay_calls
+    from projections.numbers_replay import replay_numbers
     from projections.replay import replay_agents
 
     settings = settings_for(ctx, "replay")
@@ -192,6 +194,8 @@ def replay(ctx: click.Context, read_model: str, check: bool) -> None:
     try:
         if read_model == "calls":
             report: Any = replay_calls(container, check_only=check, progress=click.echo)
+        elif read_model == "numbers":
+            report = replay_numbers(container, check_only=check, progress=click.echo)
         else:
             report = replay_agents(container, check_only=check, progress=click.echo)
     finally:

@@ -26,9 +26,10 @@ INITIATED, STARTED, TRANSCRIPT = "call.initiated", "call.started", "call.transcr
 TOOL, USAGE, TURN = "call.tool_invoked", "call.usage_recorded", "call.turn_metrics_recorded"
 TRANSFER_REQUESTED, TRANSFER_COMPLETED = "call.transfer_requested", "call.transfer_completed"
 DTMF, ENDED = "call.dtmf_received", "call.ended"
+PROVIDER_STATUS = "call.provider_status_changed"
 CALL_EVENT_TYPES = frozenset(
     {INITIATED, STARTED, TRANSCRIPT, TOOL, USAGE, TURN, TRANSFER_REQUESTED, TRANSFER_COMPLETED}
-    | {DTMF, ENDED}
+    | {DTMF, ENDED, PROVIDER_STATUS}
 )
 CALL_COLUMNS = (
     "id", "space_id", "agent_id", "agent_config_version", "direction", "channel",
@@ -36,7 +37,8 @@ CALL_COLUMNS = (
     "end_reason", "duration_ms", "transfer_mode", "transfer_target", "transfer_status",
     "transfer_requested_at", "transfer_completed_at", "transcript_count", "tool_call_count",
     "tool_error_count", "turn_count", "usage_count", "total_cost_usd", "version", "position",
-    "updated_at",
+    "updated_at", "provider", "provider_call_id", "provider_status", "answered_by",
+    "transfer_outcome", "transfer_reason",
 )  # fmt: skip
 TRANSCRIPT_COLUMNS = (
     "call_id", "seq", "space_id", "turn_id", "speaker", "text", "start_ms", "end_ms", "at",
@@ -55,8 +57,13 @@ TURN_COLUMNS = (
     "llm_first_token_ms", "tts_first_byte_ms", "at", "position",
 )  # fmt: skip
 DTMF_COLUMNS = ("call_id", "seq", "space_id", "digit", "offset_ms", "at", "position")
+PROVIDER_STATUS_COLUMNS = (
+    "call_id", "seq", "space_id", "provider", "provider_call_id", "status", "answered_by",
+    "sip_code", "reason", "at", "position",
+)  # fmt: skip
 EVENT_TABLE = {
     TRANSCRIPT: "transcripts", TOOL: "tool_calls", USAGE: "usage", TURN: "turns", DTMF: "dtmf",
+    PROVIDER_STATUS: "provider_statuses",
 }  # fmt: skip
 
 
@@ -197,6 +204,11 @@ def event_row(ev: CallEvent, call: Mapping[str, Any] | None, catalog: Catalog) -
                 **{k: _int(d.get(k)) for k in TURN_COLUMNS[4:8]}, **tail}  # fmt: skip
     if ev.type == DTMF:
         return {**base, "digit": str(d["digit"]), "offset_ms": int(d["offset_ms"]), **tail}
+    if ev.type == PROVIDER_STATUS:
+        return {**base, "provider": str(d["provider"]),
+                "provider_call_id": str(d["provider_call_id"]), "status": str(d["status"]),
+                "answered_by": d.get("answered_by"), "sip_code": _int(d.get("sip_code")),
+                "reason": d.get("reason"), **tail}  # fmt: skip
     raise ValueError(f"{ev.type} leaves no event row")
 
 
@@ -229,10 +241,17 @@ def fold_call(
     elif kind == TRANSFER_REQUESTED:
         new.update(transfer_mode=d.get("mode"), transfer_target=d.get("target"))
         new.update(transfer_status="requested", transfer_requested_at=ev.at, status="transferring")
-        new["transfer_completed_at"] = None
+        new.update(transfer_completed_at=None, transfer_outcome=None, transfer_reason=None)
     elif kind == TRANSFER_COMPLETED:
         new["transfer_status"] = "completed" if d.get("succeeded") else "failed"
         new.update(transfer_completed_at=ev.at, status="in_progress")
+        outcome = d.get("outcome") or ("completed" if d.get("succeeded") else "failed")
+        new.update(transfer_outcome=outcome, transfer_reason=d.get("reason"))
+    elif kind == PROVIDER_STATUS:
+        new.update(provider=d.get("provider"), provider_call_id=d.get("provider_call_id"))
+        new["provider_status"] = d.get("status")
+        if d.get("answered_by") is not None:
+            new["answered_by"] = d.get("answered_by")
     elif kind == ENDED:
         new.update(status="ended", ended_at=ev.at, end_reason=d.get("reason"))
         new["duration_ms"] = _int(d.get("duration_ms"))

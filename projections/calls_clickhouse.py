@@ -1,7 +1,9 @@
-"""Call rows for ClickHouse (``infra/sql/clickhouse/002_calls.sql``, ``003_dtmf.sql``) and the
+"""Call rows for ClickHouse (``infra/sql/clickhouse/002_calls.sql``, ``003_dtmf.sql``,
+``004_provider_statuses.sql``) and the
 batch writing them.
 
-Event tables (``transcripts``, ``tool_calls``, ``usage``, ``turns``, ``dtmf``) get one row per
+Event tables (``transcripts``, ``tool_calls``, ``usage``, ``turns``, ``dtmf``,
+``provider_statuses``) get one row per
 event from the same pure projector as PostgreSQL. ``calls`` needs the call's state (call events are
 not self-contained), and the ClickHouse projector keeps it in ClickHouse itself: a batch reads the
 touched calls' latest rows (``FINAL``), folds its events onto them with
@@ -50,6 +52,9 @@ EVENT_COLUMNS: dict[str, tuple[str, ...]] = {
               "quantity", "unit_price", "cost_micros", "price_entry", *_TAIL),
     "turns": ("call_id", "seq", "space_id", "agent_id", "turn_id", *p.TURN_COLUMNS[4:8], *_TAIL),
     "dtmf": ("call_id", "seq", "space_id", "agent_id", "digit", "offset_ms", *_TAIL),
+    "provider_statuses": ("call_id", "seq", "space_id", "agent_id", "provider",
+                          "provider_call_id", "status", "answered_by", "sip_code", "reason",
+                          *_TAIL),
 }  # fmt: skip
 _TIMES = ("initiated_at", "started_at", "ended_at", "updated_at")
 _STRINGS: tuple[str, ...] = ("agent_id", "direction", "channel", "from_number", "to_number")
@@ -94,6 +99,10 @@ def clickhouse_event_rows(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     elif kind == "usage":
         out["unit_price"] = float(row["unit_price"])
         out["cost_micros"] = micros(row["cost_usd"])
+    elif kind == "provider_statuses":
+        out["answered_by"] = row["answered_by"] or ""
+        out["reason"] = row["reason"] or ""
+        out["sip_code"] = row["sip_code"] or 0
     return {c: out[c] for c in EVENT_COLUMNS[kind]}
 
 

@@ -32,6 +32,7 @@ TABLES: dict[str, str] = {
     "usage": "call_usage",
     "turns": "call_turns",
     "dtmf": "call_dtmf",
+    "provider_statuses": "call_provider_statuses",
     "cost_daily": "cost_daily",
 }
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -41,6 +42,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "usage": p.USAGE_COLUMNS,
     "turns": p.TURN_COLUMNS,
     "dtmf": p.DTMF_COLUMNS,
+    "provider_statuses": p.PROVIDER_STATUS_COLUMNS,
 }
 _TYPES = {
     "id": "uuid",

@@ -1,5 +1,5 @@
 """What each projector makes of one Kafka message (pure): the decoded envelope, then the rows
-of the agents and calls read models and of the ClickHouse tables. Driven from Kafka by
+of the agents, calls and numbers read models and of the ClickHouse tables. Driven from Kafka by
 ``adapters.kafka.projectors``; a ``MalformedEnvelope`` raised here sends the message to the
 dead-letter topic."""
 
@@ -11,6 +11,12 @@ from typing import Any
 from projections import clickhouse_rows as ch_rows
 from projections.agents import MalformedEnvelope, agent_row, is_agent_event
 from projections.calls import CallEvent, is_call_event, parse_call_event
+from projections.numbers import (
+    NUMBER_TYPES,
+    clickhouse_number_row,
+    is_numbers_event,
+    number_row,
+)
 
 
 def decode(raw: bytes | None) -> dict[str, Any]:
@@ -50,3 +56,19 @@ def ch_events(env: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[Ca
     if env is None:
         return [], []
     return [ch_rows.clickhouse_event_row(env)], pg_events(env)
+
+
+def number_rows(env: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """``(table, row)`` for the numbers view (none for other types or a dead-lettered one)."""
+    return [number_row(env)] if env is not None and is_numbers_event(env) else []
+
+
+def ch_number_rows(
+    env: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(events rows, numbers rows)`` for ClickHouse: every envelope of the numbers topic goes
+    to ``events``; number events also to the ``numbers`` dimension."""
+    if env is None:
+        return [], []
+    numbers = [clickhouse_number_row(env)] if env.get("type") in NUMBER_TYPES else []
+    return [ch_rows.clickhouse_event_row(env)], numbers

@@ -49,7 +49,7 @@ async def open_call(
     room = CallRoom(
         call_id=str(call.id), space_id=who.space_id, agent_id=str(cmd.agent_id),
         agent_config_version=call.agent_config_version, room_name=call.room_name,
-        channel=cmd.channel,
+        channel=cmd.channel, direction=cmd.direction, variables=cmd.variables,
     )  # fmt: skip
     if not result.replayed:
         try:

@@ -95,6 +95,14 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_form": (400, "the form body is not UTF-8 text our stores can hold"),
     "invalid_body": (400, "the webhook body is not UTF-8 text"),
     "invalid_call_sid": (400, "`CallSid` is not Twilio's `CA...` identifier"),
+    "invalid_phone_number": (422, "not a phone number in E.164 form (`+14155550100`)"),
+    "number_not_found": (404, "no such phone number in your space"),
+    "number_not_usable": (409, "the number is released or is another agent's caller id"),
+    "provider_account_missing": (422, "your space has no account at the number's provider"),
+    "provider_not_configured": (422, "the provider is not configured in this deployment"),
+    "provider_failed": (502, "the telephony provider refused or failed; `details.code` says how"),
+    "no_phone_leg": (409, "the call has no phone leg a provider could transfer"),
+    "transfer_failed": (502, "the provider did not take the transfer; `details.code` says why"),
 }
 
 REF = "#/components/schemas/ErrorBody"

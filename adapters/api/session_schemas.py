@@ -20,7 +20,7 @@ class SessionCreate(Storable):
 
     agent_id: UUID
     direction: Literal["inbound", "outbound", "web"] = "web"
-    channel: Literal["web", "twilio_sip", "twilio_media_streams", "voximplant"] = "web"
+    channel: Literal["web", "twilio_sip", "twilio_media_streams", "voximplant", "sip"] = "web"
     room_name: str | None = Field(None, min_length=1, max_length=256)
     from_number: str | None = Field(None, max_length=64)
     to_number: str | None = Field(None, max_length=64)
@@ -57,7 +57,15 @@ class TransferCreate(Storable):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["warm", "cold"] = "cold"
-    target: str = Field(min_length=1, max_length=256)
+    target: str = Field(
+        min_length=1, max_length=256,
+        description="An E.164 number (`+15551234567`), a SIP URI (`sip:desk@pbx.example.com`) "
+        "or the name of one of the agent's transfer targets.",
+    )  # fmt: skip
+    briefing: str | None = Field(
+        None, max_length=2000,
+        description="Warm transfers: what the agent says before handing over.",
+    )  # fmt: skip
 
 
 class UsageEventCreate(Storable):
@@ -99,6 +107,18 @@ class SessionPublic(BaseModel):
     transfer_mode: str | None = None
     transfer_target: str | None = None
     transfer_status: str | None = None
+    transfer_outcome: str | None = Field(
+        None, description="How the last transfer ended: completed, failed, no-answer or busy."
+    )
+    transfer_reason: str | None = None
+    provider: str | None = Field(None, description="The phone leg's provider (twilio, ...).")
+    provider_call_id: str | None = Field(None, description="The provider's id of the call.")
+    provider_status: str | None = Field(
+        None, description="The provider's last status of the phone leg (queued ... completed)."
+    )
+    answered_by: str | None = Field(
+        None, description="Answering-machine detection: human, machine, fax or unknown."
+    )
     transcript_count: int | None = None
     tool_call_count: int | None = None
     total_cost_usd: Decimal | None = None

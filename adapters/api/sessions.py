@@ -25,6 +25,7 @@ from adapters.api.common import (
 )
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
+from adapters.api.outbound import to_e164
 from adapters.api.reads import read_at_least, read_until
 from adapters.api.session_schemas import (
     Accepted,
@@ -40,6 +41,7 @@ from adapters.api.session_schemas import (
     TranscriptCreate,
     TransferCreate,
 )
+from adapters.telephony import calls as phone
 from commands.calls import (
     AddTranscript,
     EndCall,
@@ -277,12 +279,33 @@ def get_cost_breakdown(request: Request, caller: CallerDep, session_id: UUID) ->
     "/{session_id}/transfer",
     status_code=202,
     response_model=Accepted,
-    responses=errors(*CHANGE, "call_not_started"),
+    responses=errors(*CHANGE, "call_not_started", "invalid_phone_number", "transfer_failed"),
 )
-def transfer(
+async def transfer(
     request: Request, response: Response, caller: CallerDep, session_id: UUID,
     body: TransferCreate, idempotency_key: IdempotencyKey = None,
 ) -> Accepted:  # fmt: skip
-    cmd = RequestTransfer(call_id=session_id, mode=body.mode, target=body.target)
-    result = container_of(request).calls.request_transfer(actor(caller), cmd, idempotency_key)
+    """Transfer the caller (VoxArena's call transfer). A call with a phone leg is handed to the
+    provider at once (``call.transfer_requested`` then ``call.transfer_completed`` with its
+    outcome; 502 ``transfer_failed`` when the provider refused, the caller staying with the
+    agent); a call without one (web) records the request only. ``target``: E.164 or SIP URI."""
+    container, who = container_of(request), actor(caller)
+    if body.briefing:
+        raise ApiError(422, "invalid_request", "briefing: a warm transfer with a briefing is "
+                       "made by the agent's transfer_call tool (the agent speaks it); this "
+                       "route transfers at once.")  # fmt: skip
+    call = await run_in_threadpool(container.calls.find_call, who, session_id)
+    if call.provider_call_id is None:
+        cmd = RequestTransfer(call_id=session_id, mode=body.mode, target=body.target)
+        result = await run_in_threadpool(
+            container.calls.request_transfer, who, cmd, idempotency_key
+        )
+        return _accepted(response, result)
+    target = body.target if body.target.startswith(("sip:", "sips:")) else to_e164(body.target)
+    result, problem = await phone.transfer(
+        container, who, session_id, target, body.mode, idempotency_key
+    )
+    if problem is not None:
+        raise ApiError(502, "transfer_failed", "The provider did not take the transfer; the "
+                       "caller stays with the agent.", details={"code": problem})  # fmt: skip
     return _accepted(response, result)

@@ -1,7 +1,7 @@
-"""The Faust app that drives the agents and calls projectors from Kafka (DESIGN §5).
+"""The Faust app that drives the agents, calls and numbers projectors from Kafka (DESIGN §5).
 
-Four agents, each with its consumer runtime (``adapters.kafka.consumer``): ``<prefix>.agents.v1``
-and ``<prefix>.calls.v1`` each feed a PostgreSQL read model (tracking record
+Six agents, each with its consumer runtime (``adapters.kafka.consumer``): ``<prefix>.agents.v1``,
+``<prefix>.calls.v1`` and ``<prefix>.numbers.v1`` each feed a PostgreSQL read model (tracking record
 ``(topic#partition, offset)`` in the same transaction) and the ClickHouse tables (larger
 batches). Bodies stay thin: the pure step (``projections.envelopes``) per message, then the
 apply step in a thread. A message that is not a usable envelope goes to ``<topic>.dlq`` at
@@ -23,11 +23,22 @@ from projections import clickhouse_rows as ch_rows
 from projections.agents_view import apply_agent_rows
 from projections.calls_clickhouse import apply_clickhouse_calls
 from projections.calls_view import Slice, apply_call_slices
-from projections.envelopes import ch_batch_rows, ch_events, decode, pg_events, pg_rows
+from projections.envelopes import (
+    ch_batch_rows,
+    ch_events,
+    ch_number_rows,
+    decode,
+    number_rows,
+    pg_events,
+    pg_rows,
+)
+from projections.numbers import CLICKHOUSE_NUMBER_COLUMNS
+from projections.numbers_view import apply_number_rows
 from projections.pricing import catalog_from_settings
 
 PG_BATCH, PG_WITHIN = 500, 0.05
 CALLS_PROJECTION = "calls"
+NUMBERS_PROJECTION = "numbers"
 
 
 class ClickHouseLink:
@@ -85,6 +96,7 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
     conf = settings.clickhouse
     catalog = catalog_from_settings(settings)
     agents_link, calls_link = ClickHouseLink(container), ClickHouseLink(container)
+    numbers_link = ClickHouseLink(container)
 
     def agents_postgres(items: list[Item]) -> None:
         with container.pool.connection() as conn:
@@ -118,6 +130,21 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
 
         calls_link.run(insert)
 
+    def numbers_postgres(items: list[Item]) -> None:
+        with container.pool.connection() as conn:
+            for source, position, part in partition_slices(items):
+                rows = [row for item in part for row in item.value]
+                apply_number_rows(conn, rows, NUMBERS_PROJECTION, source, position)
+
+    def numbers_clickhouse(items: list[Item]) -> None:
+        def insert(client: Any) -> None:
+            events = [r for i in items for r in i.value[0]]
+            insert_rows(client, "events", events, columns=ch_rows.EVENT_COLUMNS)
+            numbers = [r for i in items for r in i.value[1]]
+            insert_rows(client, "numbers", numbers, columns=CLICKHOUSE_NUMBER_COLUMNS)
+
+        numbers_link.run(insert)
+
     # (context, agent suffix, status name, dlq.projector header, pure step, apply, batch)
     specs = [
         ("agents", "postgres", "agents.postgres", "postgres", pg_rows, agents_postgres, False),
@@ -127,6 +154,10 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
          calls_postgres, False),
         ("calls", "calls.clickhouse", "calls.clickhouse", "calls-clickhouse", ch_events,
          calls_clickhouse, True),
+        ("numbers", "numbers.postgres", "numbers.postgres", "numbers-postgres", number_rows,
+         numbers_postgres, False),
+        ("numbers", "numbers.clickhouse", "numbers.clickhouse", "numbers-clickhouse",
+         ch_number_rows, numbers_clickhouse, True),
     ]  # fmt: skip
     for context, suffix, status_name, header, project, apply, big in specs:
         runtime = faust_runtime(

@@ -37,7 +37,8 @@ def ingress_topics(settings: Settings) -> list[str]:
 def domain_topics(settings: Settings, aggregates: Iterable[str] | None = None) -> list[str]:
     """Each topic with its dead-letter topic right after it.
 
-    By default: every bounded context's topic (``agents``, ``calls``, ``webhooks``) and the
+    By default: every bounded context's topic (``agents``, ``calls``, ``webhooks``,
+    ``numbers``) and the
     ingress topics:
     ``domain_topics(settings)`` -> ``["voxagent.agents.v1", "voxagent.agents.v1.dlq",
     "voxagent.calls.v1", ..., "voxagent.ingress.provider.v1.dlq"]``. With ``aggregates``,
@@ -45,7 +46,7 @@ def domain_topics(settings: Settings, aggregates: Iterable[str] | None = None) -
     """
     topics = [topic_for(f"{a}.created", settings.topic_prefix) for a in aggregates or ()]
     if aggregates is None:
-        contexts = ("agent", "call", "webhook")
+        contexts = ("agent", "call", "webhook", "number")
         topics = [topic_for(f"{a}.created", settings.topic_prefix) for a in contexts]
         topics += ingress_topics(settings)
     names: list[str] = []

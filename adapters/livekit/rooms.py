@@ -11,6 +11,9 @@ from typing import Any
 from livekit import api
 
 PLAYBACK_TOPIC = "voxagent.playback"  # worker -> media bridge: {"type": "clear"} on barge-in
+# API -> worker: what the provider learnt about the phone leg, e.g.
+# {"type": "answered_by", "value": "machine"} (answering-machine detection)
+CALL_TOPIC = "voxagent.call"
 EMPTY_TIMEOUT_SECONDS = 300  # a room nobody joined closes after this
 DEPARTURE_TIMEOUT_SECONDS = 20  # a room closes this long after its last participant left
 
@@ -28,6 +31,9 @@ class CallRoom:
     # the deployment's worker agent name the room was opened for: several deployments (the
     # platform and test sessions) may share one LiveKit server and its room webhooks
     agent_name: str = ""
+    direction: str = "web"
+    # the call's dynamic variables (outbound API): over the agent's defaults
+    variables: dict[str, str] | None = None
 
     def metadata(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"))
@@ -41,6 +47,8 @@ class CallRoom:
             agent_config_version=int(data["agent_config_version"]),
             room_name=str(data["room_name"]), channel=str(data.get("channel", "web")),
             agent_name=str(data.get("agent_name", "")),
+            direction=str(data.get("direction", "web")),
+            variables={str(k): str(v) for k, v in (data.get("variables") or {}).items()} or None,
         )  # fmt: skip
 
 
@@ -75,6 +83,15 @@ class LiveKitRooms:
         async with self._client() as lk:
             found = await lk.room.list_rooms(api.ListRoomsRequest(names=[room_name]))
         return any(room.name == room_name for room in found.rooms)
+
+    async def tell_worker(self, room_name: str, message: dict[str, Any]) -> None:
+        """Send the call's worker a message on ``CALL_TOPIC`` (reliable data packet)."""
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        request = api.SendDataRequest(
+            room=room_name, data=payload, kind=api.DataPacket.Kind.RELIABLE, topic=CALL_TOPIC
+        )
+        async with self._client() as lk:
+            await lk.room.send_data(request)
 
     async def close(self, room_name: str) -> None:
         async with self._client() as lk:

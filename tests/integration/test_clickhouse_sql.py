@@ -32,6 +32,7 @@ from projections.clickhouse_rows import (
     clickhouse_agent_row,
     clickhouse_event_row,
 )
+from projections.numbers import CLICKHOUSE_NUMBER_COLUMNS, clickhouse_number_row
 from projections.pricing import catalog_from_settings
 from tests.support.call_stream import build_calls
 
@@ -92,6 +93,31 @@ def call_tables() -> dict[str, list[dict[str, Any]]]:
     return tables
 
 
+def number_envelopes() -> list[dict[str, Any]]:
+    """The number the sample calls dialed (``+1555``) in both spaces of the calls: provisioned,
+    then assigned (the latest version must win), and released in the other space."""
+    from tests.support.call_stream import OTHER, SPACE
+
+    envs = []
+    at = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    for n, (space, kinds) in enumerate(((SPACE, ("provisioned", "assigned")),
+                                        (OTHER, ("provisioned", "released")))):  # fmt: skip
+        number_id = str(uuid.UUID(int=n + 1))
+        for version, kind in enumerate(kinds, start=1):
+            envs.append({
+                "event_id": str(uuid.uuid4()), "type": f"number.{kind}", "schema_version": 1,
+                "space_id": space, "aggregate_id": number_id, "aggregate_version": version,
+                "position": 500 + len(envs), "occurred_at": iso_ms(at + timedelta(hours=version)),
+                "data": {
+                    "e164": "+1555", "provider": "twilio", "provider_id": f"PN{n}",
+                    "capabilities": ["voice"], "outbound_agent_id": None, "trunk_id": None,
+                    "inbound_agent_id": str(uuid.UUID(int=9)) if kind == "assigned" else None,
+                    "status": "released" if kind == "released" else "active", "actor": "a",
+                },
+            })  # fmt: skip
+    return envs
+
+
 def literal(value: Any) -> str:
     if value is None:
         return "NULL"
@@ -118,12 +144,15 @@ def load(
     envs = sample_envelopes()
     events = [clickhouse_event_row(e) for e in envs]
     agents = [clickhouse_agent_row(e) for e in envs]
+    numbers = [clickhouse_number_row(e) for e in number_envelopes()]
     for _ in range(2):  # a redelivered batch: duplicates are harmless
         insert(f"{db}.events", EVENT_COLUMNS, events)
         insert(f"{db}.agents", AGENT_COLUMNS, agents)
+        insert(f"{db}.numbers", CLICKHOUSE_NUMBER_COLUMNS, numbers)
         for table, rows in call_tables().items():
             columns = CH_CALL_COLUMNS if table == "calls" else CH_CALL_EVENT_COLUMNS[table]
-            insert(f"{db}.{table}", columns, rows)
+            if rows:  # the sample stream has no phone-leg statuses
+                insert(f"{db}.{table}", columns, rows)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +191,8 @@ def chdb_session() -> Iterator[Query]:
 
 def test_server_and_chdb_run_the_same_schema(server: Query, chdb_session: Query) -> None:
     sql = "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
-    tables = ["agents", "calls", "dtmf", "events", "tool_calls", "transcripts", "turns", "usage"]
+    tables = ["agents", "calls", "dtmf", "events", "numbers", "provider_statuses"]
+    tables += ["tool_calls", "transcripts", "turns", "usage"]
     assert server(sql) == chdb_session(sql) == [(t,) for t in tables]
 
 
@@ -205,6 +235,18 @@ def test_call_queries_see_each_call_once_at_its_latest_version(server: Query) ->
     keys = server(QUERIES["key presses per agent and key"])
     assert sum(int(r[2]) for r in keys) == len(call_tables()["dtmf"]) == 6
     assert {r[1] for r in keys} == {"0", "1", "2", "4", "*", "#"}
+
+
+def test_calls_per_number_counts_the_inbound_calls_of_the_number_in_their_space(
+    server: Query,
+) -> None:
+    inbound = [r for r in call_tables()["calls"] if r["direction"] == "inbound"]
+    calls = {r["call_id"] for r in inbound if r["space_id"] == "space-calls"}
+    rows = server(QUERIES["inbound calls per number"])
+    assert [(r[0], r[1], int(r[2])) for r in rows] == [("+1555", "twilio", len(calls))]
+    assert len(calls) == 3
+    latest = server("SELECT status, inbound_agent_id FROM {db}.numbers FINAL ORDER BY space_id")
+    assert latest == [("active", str(uuid.UUID(int=9))), ("released", "")]
 
 
 def test_the_analytics_doc_holds_the_example_queries() -> None:

@@ -49,6 +49,7 @@ def isolated(base: Settings, name: str) -> Iterator[Settings]:
         migrate_postgres(container.pool)
         container.agents  # creates the event store's tables  # noqa: B018
         container.webhooks  # noqa: B018 - and webhook_secrets
+        container.numbers  # noqa: B018 - and the number claims and secrets
         migrate_clickhouse(container.clickhouse(), name)
     finally:
         container.close()

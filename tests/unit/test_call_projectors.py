@@ -84,10 +84,12 @@ def history() -> list[dict[str, Any]]:
                       at=t(6))  # fmt: skip
     call.record_usage(provider="mystery", model="m", kind="tts_characters", quantity=10, at=t(7))
     call.request_transfer(mode="warm", target="+15559999", at=t(8))
-    call.complete_transfer(succeeded=True, at=t(9))
+    call.complete_transfer(outcome="completed", reason="answered", at=t(9))
     call.record_turn_metrics(turn_id="t1", at=t(10), end_of_speech_to_first_audio_ms=800,
                              llm_first_token_ms=300)  # fmt: skip
     call.receive_dtmf(digit="#", offset_ms=9_400, at=t(10))
+    call.record_provider_status(provider="twilio", provider_call_id="CA1", status="in-progress",
+                                answered_by="human", sip_code=200, at=t(10))  # fmt: skip
     call.end(reason="hangup", duration_ms=10_000, at=t(11))
     return [envelope(e, next(positions)) for e in call.collect_events()]
 
@@ -110,6 +112,11 @@ def test_a_whole_call_folds_into_one_row() -> None:
     assert (row["transfer_mode"], row["transfer_target"], row["transfer_status"]) == (
         "warm", "+15559999", "completed"
     )  # fmt: skip
+    assert (row["transfer_outcome"], row["transfer_reason"]) == ("completed", "answered")
+    assert (row["provider"], row["provider_call_id"], row["provider_status"]) == (
+        "twilio", "CA1", "in-progress"
+    )  # fmt: skip
+    assert row["answered_by"] == "human"
     counts = [row[f"{c}_count"] for c in ("transcript", "tool_call", "tool_error", "turn", "usage")]
     assert counts == [2, 1, 1, 1, 3]
     # 61.5 s of STT at 0.006/min = 0.00615; 1000 tokens at 2.50/M = 0.0025; unknown = 0
@@ -205,6 +212,10 @@ def test_clickhouse_rows_split_milliseconds_and_round_trip_the_state() -> None:
     tool = tables["tool_calls"][0]
     assert (tool["arguments"], tool["result"], tool["at_ms"]) == ('{"q":"x"}', "null", 250)
     assert [u["cost_micros"] for u in tables["usage"]] == [6150, 2500, 0]
+    (leg,) = tables["provider_statuses"]
+    assert (leg["status"], leg["answered_by"], leg["sip_code"], leg["reason"]) == (
+        "in-progress", "human", 200, ""
+    )  # fmt: skip
     (key,) = tables["dtmf"]
     assert (key["digit"], key["offset_ms"], key["agent_id"], key["at_ms"]) == (
         "#", 9_400, "agent-1", 250

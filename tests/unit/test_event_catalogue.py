@@ -6,6 +6,9 @@ import pytest
 
 from domain.agents import VoiceAgent
 from domain.calls import Call
+from domain.phone_numbers import PhoneNumber
+from domain.provider_accounts import ProviderAccount
+from domain.sip_trunks import SipTrunk
 from domain.webhooks import WebhookEndpoint
 from infra.settings import REPO_ROOT
 
@@ -15,9 +18,14 @@ EVENTS = [
     VoiceAgent.Created, VoiceAgent.Updated, VoiceAgent.Archived,
     Call.Created, Call.Started, Call.TranscriptAdded, Call.ToolInvoked, Call.DtmfReceived,
     Call.TransferRequested, Call.TransferCompleted, Call.UsageRecorded, Call.TurnMetricsRecorded,
-    Call.Ended,
+    Call.Ended, Call.ProviderStatusChanged,
     WebhookEndpoint.Created, WebhookEndpoint.Updated, WebhookEndpoint.SecretRotated,
     WebhookEndpoint.Disabled, WebhookEndpoint.Deleted,
+    PhoneNumber.Created, PhoneNumber.Assigned, PhoneNumber.Unassigned, PhoneNumber.CallerIdSet,
+    PhoneNumber.CallerIdCleared, PhoneNumber.Released,
+    SipTrunk.Created, SipTrunk.Updated, SipTrunk.Deleted,
+    ProviderAccount.Created, ProviderAccount.Updated, ProviderAccount.Reconnected,
+    ProviderAccount.Disconnected,
 ]  # fmt: skip
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "space_id"}
 

@@ -21,7 +21,7 @@ ALLOWED = {
 # Settings (built by infra/bootstrap), never build the graph themselves
 SETTINGS = "infra.settings"
 INNER = {"domain", "commands", "projections"}
-THIRD_PARTY_IN_DOMAIN = {"pydantic", "pydantic_core", "eventsourcing"}
+THIRD_PARTY_IN_DOMAIN = {"pydantic", "pydantic_core", "eventsourcing", "phonenumbers"}  # pure
 
 
 def imports(package: str):

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from commands import signals as sig
+from commands import telephony
 from commands.signals import SignalRejected, parse_signal
 from domain import calls as domain_calls
 from infra.settings import REPO_ROOT
@@ -50,7 +51,15 @@ EXAMPLES = {
     },
     "call.dtmf": {"digit": "#", "offset_ms": 4200},
     "call.transfer_requested": {"mode": "warm", "target": "+15559999"},
-    "call.transfer_completed": {"succeeded": True},
+    "call.transfer_completed": {"outcome": "completed", "succeeded": True, "reason": None},
+    "call.provider_status": {
+        "provider": "twilio",
+        "provider_call_id": "CA123",
+        "status": "busy",
+        "answered_by": None,
+        "sip_code": 486,
+        "reason": "Busy Here",
+    },
     "call.usage": {
         "provider": "openai",
         "model": "gpt-4o-mini",
@@ -159,6 +168,10 @@ def test_invalid_fields_are_named_in_the_rejection(kind, fields, where):
         (sig.TransferMode, domain_calls.TRANSFER_MODES),
         (sig.DtmfDigit, domain_calls.DTMF_DIGITS),
         (sig.UsageKind, domain_calls.USAGE_KINDS),
+        (sig.ProviderCallStatus, typing.get_args(telephony.ProviderCallStatus)),
+        (sig.AnsweredBy, typing.get_args(telephony.AnsweredBy)),
+        (sig.ProviderName, typing.get_args(telephony.ProviderName)),
+        (sig.TransferOutcome, domain_calls.TRANSFER_OUTCOMES),
     ],
 )
 def test_signal_enumerations_match_the_aggregate(alias, allowed):
@@ -174,3 +187,54 @@ def test_docs_describe_every_signal_and_its_fields():
             assert f"`{name}`" in section, (kind, name)
     for name in BASE:
         assert f"`{name}`" in doc, name
+
+
+@pytest.mark.parametrize(
+    "fields,outcome,succeeded",
+    [
+        ({"succeeded": True, "outcome": None}, "completed", True),
+        ({"succeeded": False, "outcome": None}, "failed", False),
+        ({"succeeded": None, "outcome": "busy"}, "busy", False),
+        ({"succeeded": None, "outcome": "completed"}, "completed", True),
+    ],
+)
+def test_transfer_outcome_and_succeeded_are_derived_from_each_other(fields, outcome, succeeded):
+    payload = {k: v for k, v in fields.items() if v is not None}
+    data = {**BASE, "type": "call.transfer_completed", **payload}
+    signal = parse_signal(json.dumps(data).encode())
+    assert (signal.outcome, signal.succeeded) == (outcome, succeeded)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"succeeded": True, "outcome": "busy"}, {"outcome": "vanished"}],
+    ids=["neither", "disagree", "unknown-outcome"],
+)
+def test_transfer_completed_needs_a_consistent_outcome(fields):
+    error = rejected(json.dumps({**BASE, "type": "call.transfer_completed", **fields}).encode())
+    assert error.code == "invalid_signal"
+
+
+@pytest.mark.parametrize(
+    "fields,where",
+    [
+        ({"status": "exploded"}, "status"),
+        ({"provider": "pigeon"}, "provider"),
+        ({"provider_call_id": ""}, "provider_call_id"),
+        ({"provider_call_id": "x" * 129}, "provider_call_id"),
+        ({"answered_by": "robot"}, "answered_by"),
+        ({"sip_code": 99}, "sip_code"),
+    ],
+)
+def test_provider_status_fields_are_checked(fields, where):
+    error = rejected(raw("call.provider_status", **fields))
+    assert error.code == "invalid_signal" and where in error.message, error.message
+
+
+def test_call_variables_are_bounded_like_the_pre_call_hooks():
+    ok = parse_signal(raw("call.initiated", variables={"customer.tier": "gold"}))
+    assert ok.variables == {"customer.tier": "gold"}
+    assert parse_signal(raw("call.initiated")).variables is None
+    for bad in ({"1bad": "x"}, {"name": 3}, {"name": "x" * 4097},
+                {f"v{i}": "x" for i in range(101)}):  # fmt: skip
+        assert rejected(raw("call.initiated", variables=bad)).code == "invalid_signal", bad

@@ -314,7 +314,8 @@ _BOUNDED_BY_VALIDATOR = {
 _SIGNAL_TIME = ("at",)
 for _name in ("CallInitiatedSignal", "CallStartedSignal", "TranscriptSignal", "ToolInvokedSignal",
               "DtmfSignal", "TransferRequestedSignal", "TransferCompletedSignal", "UsageSignal",
-              "TurnMetricsSignal", "CallEndedSignal", "_Signal"):  # fmt: skip
+              "TurnMetricsSignal", "CallEndedSignal", "ProviderStatusSignal",
+              "_Signal"):  # fmt: skip
     _BOUNDED_BY_VALIDATOR[_name] = _SIGNAL_TIME
 
 

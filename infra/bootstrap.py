@@ -133,8 +133,10 @@ class Container:
         if "telephony_providers" in self.overrides:
             return self.overrides["telephony_providers"]
         from adapters.telephony.providers import TelephonyProviders
+        from adapters.telephony.voximplant import VoximplantProvider
 
         providers = TelephonyProviders()
+        providers.register(VoximplantProvider(self.settings.telephony))
         return providers
 
     def applications(self) -> tuple[Any, ...]:

@@ -12,7 +12,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 
-from adapters.api import agents, costs, health, livekit, outbound, sessions, telephony, webhooks
+from adapters.api import (
+    agents,
+    costs,
+    health,
+    livekit,
+    outbound,
+    sessions,
+    telephony,
+    voximplant,
+    webhooks,
+)
 from adapters.api.errors import error_response, install_error_handlers, unexpected_error
 from adapters.api.openapi import install_openapi
 from adapters.api.text_guard import TextGuard
@@ -101,6 +111,7 @@ def create_app(container: Services) -> FastAPI:
     app.include_router(livekit.router)
     app.include_router(telephony.router)
     app.include_router(outbound.router)
+    app.include_router(voximplant.router)
     app.include_router(health.router)
     install_openapi(app)
     return app

@@ -40,7 +40,7 @@ from adapters.telephony.voximplant import route_token as derive_route_token
 from adapters.telephony.voximplant import tokens_match
 from commands.agents import Actor, AgentNotFound
 from commands.call_commands import CallNotFound, InitiateCall
-from commands.signals import iso_ms
+from commands.signals import SignalRejected, iso_ms, validate_signal
 from commands.telephony import (
     AnsweredBy,
     ProviderCallStatus,
@@ -260,6 +260,11 @@ async def call_status(
         "status": body.status, "answered_by": body.answered_by, "sip_code": body.sip_code,
         "reason": body.reason,
     }  # fmt: skip
+    try:  # what ingest would refuse is refused here, while the scenario listens
+        validate_signal(signal)
+    except SignalRejected as exc:
+        why = f"The status cannot be taken: {exc.message}"
+        raise ApiError(422, "invalid_request", why) from None
     await run_in_threadpool(_produce, container, signal)
     return StatusReceived(received=True, signal_id=signal_id)
 

@@ -343,6 +343,15 @@ class TelephonySettings(BaseModel):
     voximplant_timeout_seconds: float = Field(
         10.0, gt=0, description="Timeout of one request to VoxImplant (API or a session)."
     )
+    twilio_api_base_url: str = Field(
+        "https://api.twilio.com",
+        description="Where the Twilio adapter sends its REST requests (the SDK's "
+        "`https://api.twilio.com` is rewritten to this): a Twilio-compatible API or a local "
+        "test server.",
+    )
+    twilio_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest wait for one Twilio REST request (connect and read)."
+    )
 
 
 class ConsumerSettings(BaseModel):

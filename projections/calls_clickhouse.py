@@ -1,5 +1,5 @@
 """Call rows for ClickHouse (``infra/sql/clickhouse/002_calls.sql``, ``003_dtmf.sql``,
-``004_provider_statuses.sql``) and the
+``005_provider_statuses.sql``) and the
 batch writing them.
 
 Event tables (``transcripts``, ``tool_calls``, ``usage``, ``turns``, ``dtmf``,

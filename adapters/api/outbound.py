@@ -151,9 +151,9 @@ async def outbound(
         )
         container.telephony_providers.voice_provider(provider)  # configured here at all?
     except phone.NoProviderAccount as exc:
-        raise ApiError(422, "provider_account_missing", str(exc)) from None
+        raise ApiError(409, "provider_account_missing", str(exc)) from None
     except ProviderError as exc:
-        raise ApiError(422, "provider_not_configured", exc.message) from None
+        raise ApiError(503, "provider_not_configured", exc.message) from None
     # admission (concurrency, credit) is asked here, before the call exists (billing issue)
     cmd = InitiateCall(
         agent_id=body.agent_id, direction="outbound", channel=phone.CHANNEL_OF[provider],

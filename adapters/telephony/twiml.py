@@ -27,3 +27,19 @@ def refuse(message: str) -> str:
     response.say(message)
     response.hangup()
     return str(response.to_xml(xml_declaration=True))
+
+
+def dial_number(e164: str) -> str:
+    """Redirect the call to a phone number (a cold transfer: the stream and agent leave)."""
+    response = VoiceResponse()
+    dial = response.dial()
+    dial.number(e164)
+    return str(response.to_xml(xml_declaration=True))
+
+
+def dial_sip(uri: str) -> str:
+    """Redirect the call to a SIP URI (``sip:desk@pbx.example.com``)."""
+    response = VoiceResponse()
+    dial = response.dial()
+    dial.sip(uri)
+    return str(response.to_xml(xml_declaration=True))

@@ -414,11 +414,10 @@ TWILIO_TOKEN = "twilio-test-auth-token-0123456789ab"
 def test_twilio_voice_refuses_a_form_with_unstorable_text(api, agent, monkeypatch, form):
     from pydantic import SecretStr
 
-    sp, agent_id = agent
     monkeypatch.setattr(api.container.settings.telephony, "twilio_auth_token",
                         SecretStr(TWILIO_TOKEN))  # fmt: skip
     before = positions(api.container)
-    resp = api.post(f"/api/twilio/voice?space_id={sp}&agent_id={agent_id}", content=form,
+    resp = api.post("/api/twilio/voice", content=form,
                     headers={"content-type": "application/x-www-form-urlencoded",
                              "X-Twilio-Signature": "irrelevant"})  # fmt: skip
     assert resp.status_code == 400, resp.text

@@ -1,6 +1,6 @@
 """Phone entry points through the real API and the real LiveKit server: a stream for a call
-(its room open, the agent dispatched, a signed token only for that call and channel), and
-Twilio's voice webhook, verified with Twilio's own signature scheme."""
+(its room open, the agent dispatched, a signed token only for that call and channel). Twilio's
+webhooks, routed by the number dialed, are in test_twilio_webhooks.py."""
 
 from __future__ import annotations
 
@@ -8,18 +8,15 @@ import asyncio
 import json
 import uuid
 import xml.etree.ElementTree as ET
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
-from pydantic import SecretStr
-from twilio.request_validator import RequestValidator
 
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.telephony import tokens
 from tests.support.processes import eventually
 
 pytestmark = pytest.mark.integration
-AUTH_TOKEN = "twilio-test-auth-token-0123456789ab"
 
 
 def new_agent(client, headers) -> str:
@@ -103,68 +100,3 @@ def test_stream_requests_are_validated_and_scoped_to_the_space(client, issuer):
     anonymous = client.post("/api/telephony/streams",
                             json={"agent_id": agent_id, "channel": "voximplant"})  # fmt: skip
     assert anonymous.status_code == 401
-
-
-def twilio_post(client, path: str, form: dict[str, str], token: str = AUTH_TOKEN,
-                signature: str | None = None):  # fmt: skip
-    url = f"http://testserver{path}"
-    if signature is None:
-        signature = RequestValidator(token).compute_signature(url, form)
-    return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
-
-
-def call_form(call_sid: str) -> dict[str, str]:
-    return {"CallSid": call_sid, "AccountSid": "AC" + "1" * 32, "From": "+15550003333",
-            "To": "+15550004444", "CallStatus": "ringing", "Direction": "inbound"}  # fmt: skip
-
-
-def test_twilio_voice_webhook_answers_signed_calls_with_a_stream(
-    client, issuer, api_container, monkeypatch
-):
-    sp = f"tel-{uuid.uuid4().hex[:8]}"
-    agent_id = new_agent(client, issuer.headers(sp))
-    path = "/api/twilio/voice?" + urlencode({"space_id": sp, "agent_id": agent_id})
-    form = call_form("CA" + uuid.uuid4().hex)
-    unconfigured = twilio_post(client, path, form)
-    assert unconfigured.status_code == 503
-    assert unconfigured.json()["error"]["code"] == "twilio_not_configured"
-
-    monkeypatch.setattr(api_container.settings.telephony, "twilio_auth_token",
-                        SecretStr(AUTH_TOKEN))  # fmt: skip
-    forged = twilio_post(client, path, form, token="someone-elses-auth-token-000000")
-    assert forged.status_code == 403
-    assert forged.json()["error"]["code"] == "invalid_twilio_signature"
-    unsigned = client.post(path, data=form)
-    assert unsigned.status_code == 403
-    tampered = twilio_post(client, path, form,
-                           signature=RequestValidator(AUTH_TOKEN).compute_signature(
-                               "http://testserver/api/twilio/voice?space_id=x&agent_id=y",
-                               form))  # fmt: skip
-    assert tampered.status_code == 403
-
-    answered = twilio_post(client, path, form)
-    assert answered.status_code == 200, answered.text
-    assert answered.headers["content-type"].startswith("application/xml")
-    url, params = stream_of(answered.text)
-    assert urlsplit(url).path == "/streams/twilio"
-    grant = tokens.verify(params["token"],
-                          api_container.settings.telephony.stream_secret.get_secret_value(),
-                          "twilio_media_streams")  # fmt: skip
-    assert grant.call_id == params["call_id"] and grant.space_id == sp
-    retried = twilio_post(client, path, form)  # Twilio retries: the same call
-    assert stream_of(retried.text)[1]["call_id"] == params["call_id"]
-
-
-def test_twilio_voice_webhook_refuses_a_call_for_an_unknown_agent_in_twiml(
-    client, issuer, api_container, monkeypatch
-):
-    monkeypatch.setattr(api_container.settings.telephony, "twilio_auth_token",
-                        SecretStr(AUTH_TOKEN))  # fmt: skip
-    path = "/api/twilio/voice?" + urlencode(
-        {"space_id": "nobody-here", "agent_id": str(uuid.uuid4())}
-    )
-    resp = twilio_post(client, path, call_form("CA" + uuid.uuid4().hex))
-    assert resp.status_code == 200
-    root = ET.fromstring(resp.text)
-    assert root.find("Say") is not None and root.find("Hangup") is not None
-    assert root.find("Connect") is None

@@ -19,8 +19,8 @@ from adapters.api import agents as api_agents
 from adapters.api import costs, health, livekit, sessions, telephony
 from adapters.api import webhooks as api_webhooks
 from adapters.api.errors import ApiError
-from adapters.api.telephony import _form
 from adapters.api.text_guard import url_problems
+from adapters.api.twilio_webhooks import _form
 from commands import agents, call_commands, signals, webhooks
 from commands.signals import SignalRejected, parse_signal
 from domain import agent_config

@@ -23,6 +23,7 @@ from adapters.api import (
     telephony,
     telephony_config,
     twilio_webhooks,
+    voximplant,
     webhooks,
 )
 from adapters.api.errors import error_response, install_error_handlers, unexpected_error
@@ -139,6 +140,7 @@ def create_app(container: Services) -> FastAPI:
     app.include_router(telephony_config.router)
     app.include_router(outbound.router)
     app.include_router(twilio_webhooks.router)
+    app.include_router(voximplant.router)
     app.include_router(health.router)
     install_openapi(app)
     return app

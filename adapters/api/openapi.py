@@ -117,6 +117,11 @@ CODES: dict[str, tuple[int, str]] = {
     "number_not_usable": (409, "the number is released or is another agent's caller id"),
     "no_phone_leg": (409, "the call has no phone leg a provider could transfer"),
     "transfer_failed": (502, "the provider did not take the transfer; `details.code` says why"),
+    "invalid_voximplant_token": (403, "not the route token of the number's VoxImplant account"),
+    "wrong_voximplant_account": (403, "the request names another VoxImplant account"),
+    "unknown_number": (404, "not an active VoxImplant number of any space"),
+    "not_a_voximplant_call": (409, "the call is not on the VoxImplant channel"),
+    "voximplant_not_connected": (404, "your space has no (complete) VoxImplant account"),
 }
 
 REF = "#/components/schemas/ErrorBody"

@@ -14,12 +14,13 @@ from uuid import UUID
 
 from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 
-from adapters.livekit.rooms import CALL_TOPIC, PLAYBACK_TOPIC, CallRoom
+from adapters.livekit.rooms import CALL_TOPIC, CallRoom
 from adapters.net.guard import TargetPolicy, TargetRefused, check_url
 from adapters.net.http import GuardedHttpClient
 from adapters.telephony.calls import NoPhoneLeg, transfer
 from agent.callbacks import merge_variables, post_call, pre_call
 from agent.keypad import Keypad
+from agent.playback import PlaybackLink, YieldingAudioOutput
 from agent.recorder import CallRecorder
 from agent.signals import SignalEmitter
 from agent.tools import ToolInvocation, function_tools, substitute
@@ -67,6 +68,7 @@ class CallSession:
         self.session: AgentSession[Any] | None = None
         self.http: GuardedHttpClient | None = None
         self.keypad: Keypad | None = None
+        self.playback: PlaybackLink | None = None
 
     # -- the call -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -118,9 +120,12 @@ class CallSession:
             self.ctx.room.on("data_received", self._call_message)
             self.keypad = Keypad(self._keys_pressed)
             self.ctx.room.on("sip_dtmf_received", self._dtmf)
-            session.on("speech_created", self._speech_created)
         agent = Agent(instructions=substitute(config.system_prompt, variables), tools=tools)
         await session.start(agent=agent, room=self.ctx.room, record=False)
+        if self.keypad is not None and session.output.audio is not None:
+            # the bridge hears at once when the agent yields, and which replies played in full
+            self.playback = PlaybackLink(self.ctx.room, self.room.call_id)
+            session.output.audio = YieldingAudioOutput(session.output.audio, self.playback)
         self.emitter.started()
         if config.first_message:
             session.say(substitute(config.first_message, variables))
@@ -140,11 +145,24 @@ class CallSession:
         if getattr(item, "type", None) != "message":
             return
         metrics = dict(getattr(item, "metrics", None) or {})
-        self.recorder.message(item.role, item.text_content or "", metrics, event.created_at)
+        text = item.text_content or ""
+        if item.role == "assistant" and getattr(item, "interrupted", False):
+            # cut off by the caller: the transcript keeps what they heard, once the bridge says
+            turn_id = self.recorder.turn_id
+            asyncio.ensure_future(self._record_cut(text, metrics, event.created_at, turn_id))
+        else:
+            self.recorder.message(item.role, text, metrics, event.created_at)
         if item.role == "assistant" and self.session is not None:
             self.recorder.usage(self.session.usage.model_usage)
         if item.role == "user":
             self.silences = 0  # the caller spoke: a later silence starts a new count
+
+    async def _record_cut(self, text: str, metrics: dict[str, Any], created_at: float,
+                          turn_id: str) -> None:  # fmt: skip
+        if self.playback is not None:
+            text = await self.playback.heard_text(text)
+        self.recorder.message("assistant", text, metrics, created_at, interrupted=True,
+                              turn_id=turn_id)  # fmt: skip
 
     def _user_state(self, event: Any) -> None:
         if event.new_state == "speaking":
@@ -172,24 +190,6 @@ class CallSession:
         if self.session is not None and self.reason is None:
             self.session.interrupt()
             self.session.generate_reply(user_input=text)
-
-    def _speech_created(self, event: Any) -> None:
-        event.speech_handle.add_done_callback(self._speech_done)
-
-    def _speech_done(self, handle: Any) -> None:
-        """An interrupted reply: the bridge drops what the provider has buffered (``clear``)
-        so the caller stops hearing stale audio at once."""
-        if handle.interrupted and self.ctx.room.isconnected():
-            payload = b'{"type":"clear"}'
-            asyncio.ensure_future(self._publish_playback(payload))
-
-    async def _publish_playback(self, payload: bytes) -> None:
-        try:
-            await self.ctx.room.local_participant.publish_data(
-                payload, reliable=True, topic=PLAYBACK_TOPIC
-            )
-        except Exception as exc:  # noqa: BLE001 - the room may be closing
-            log.info("call %s: could not tell the bridge to clear: %r", self.room.call_id, exc)
 
     def _tool_invoked(self, invocation: ToolInvocation) -> None:
         self.emitter.tool_invoked(

@@ -46,8 +46,11 @@ class CallRecorder:
         return f"turn-{self.turn}"
 
     def message(self, role: str, text: str, metrics: dict[str, Any] | None,
-                created_at: float | None = None) -> None:  # fmt: skip
-        """A final message of the conversation (``conversation_item_added``)."""
+                created_at: float | None = None, interrupted: bool = False,
+                turn_id: str | None = None) -> None:  # fmt: skip
+        """A final message of the conversation (``conversation_item_added``); an agent's reply
+        the caller cut off is ``interrupted`` and holds what they heard. ``turn_id``: the turn
+        it belongs to, when it is recorded after a later message."""
         if role not in ("user", "assistant") or not text.strip():
             return
         metrics = metrics or {}
@@ -60,8 +63,10 @@ class CallRecorder:
         end = metrics.get("stopped_speaking_at") or max(start, now)
         start_ms = int((start - self.started_at) * _MS)
         end_ms = int((end - self.started_at) * _MS)
-        self.emitter.transcript(self.turn_id, speaker, text.strip(), start_ms, end_ms)
-        self.transcript.append({"turn_id": self.turn_id, "speaker": speaker, "text": text.strip()})
+        turn_id = turn_id or self.turn_id
+        self.emitter.transcript(turn_id, speaker, text.strip(), start_ms, end_ms, interrupted)
+        line = {"turn_id": turn_id, "speaker": speaker, "text": text.strip()}
+        self.transcript.append({**line, "interrupted": True} if interrupted else line)
         if role == "assistant" and metrics.get("e2e_latency") is not None:
             self._turn_metrics(metrics)
 

@@ -96,10 +96,13 @@ class SignalEmitter:
     def started(self) -> None:
         self.emit("call.started")
 
-    def transcript(self, turn_id: str, speaker: str, text: str, start_ms: int, end_ms: int) -> None:
+    def transcript(self, turn_id: str, speaker: str, text: str, start_ms: int, end_ms: int,
+                   interrupted: bool = False) -> None:  # fmt: skip
         # what STT heard or the LLM said: made storable (domain.text), or ingest would refuse it
+        extra = {"interrupted": True} if interrupted else {}  # a reply the caller cut off
         self.emit("call.transcript", turn_id=turn_id, speaker=speaker, text=scrubbed(text),
-                  start_ms=max(start_ms, 0), end_ms=max(end_ms, start_ms, 0))  # fmt: skip
+                  start_ms=max(start_ms, 0), end_ms=max(end_ms, start_ms, 0),
+                  **extra)  # fmt: skip
 
     def tool_invoked(
         self, turn_id: str | None, name: str, arguments: dict[str, Any], result: Any,

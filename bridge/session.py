@@ -3,9 +3,14 @@
 In: the provider's media (mu-law/A-law/PCM16 at 8 or 16 kHz) is decoded, resampled to 48 kHz
 and published as the caller's microphone track; DTMF keys go into the room as DTMF. Out: the
 agent's track is resampled to the provider's rate, encoded, and sent in 20 ms frames by the
-process-wide pacer; a mark follows each reply (to learn when the caller heard it), and a
-barge-in (the worker's ``clear`` on the playback topic) drops the unsent audio and tells the
-provider to drop what it has buffered. Hang-ups go both ways: the provider's ``stop`` (or a
+process-wide pacer. The worker speaks to the bridge on the room's playback topic
+(``voxagent.playback``): ``played`` when a reply has played out in full, and the bridge then
+sends a mark after the reply's last audio (to learn when the caller heard it); ``clear`` the
+moment the agent yields to the caller (barge-in), and ``barge_in`` then drops the unsent audio
+and what is still on its way from the room, withdraws the reply's mark, voids the marks the
+provider has not echoed yet (Twilio echoes them at once on ``clear``: they were not heard),
+tells the provider to drop what it has buffered, and answers ``cleared`` with how much of the
+reply went out to the caller. Hang-ups go both ways: the provider's ``stop`` (or a
 closed socket) takes the caller out of the room, the room closing (the agent hung up) closes
 the socket.
 """
@@ -41,17 +46,20 @@ from bridge.messages import (
 )
 from bridge.metrics import BridgeMetrics
 from bridge.pacer import Pacer
-from bridge.playout import PlayoutDepth
+from bridge.playout import QUIET_RMS, PlayoutDepth, rms
 from bridge.resampling import Resampler
 
 log = logging.getLogger(__name__)
 ROOM_RATE = 48_000  # what LiveKit's Opus tracks carry
-AGENT_STATE = "lk.agent.state"
 DTMF_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14,
               "D": 15}  # fmt: skip  # RFC 4733 event codes
 MAX_BAD_MESSAGES = 20  # this many malformed messages in a row close the stream
 CATCH_UP_FRAMES = 2  # more than this buffered: two frames per tick (a standing queue is latency)
-MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the state change
+MARK_DELAY_SECONDS = 0.15  # the end of a reply reaches us after the worker's "played"
+# After a clear, what the room still delivers of the interrupted reply (LiveKit's own queue and
+# the audio in flight) is dropped until the agent's track goes quiet, or for at most this long.
+STALE_AUDIO_SECONDS = 0.6
+STALE_QUIET_FRAMES = 5  # this many quiet 20 ms frames in a row end the stale audio
 JOIN_WAIT_SECONDS = 30.0  # a stream that ends mid-join waits this long for the join to end
 # LiveKit's source plays caller audio out in real time from a queue of this size; captures
 # wait while it is full. Audio waiting here beyond the backlog limit (a stalled source) is
@@ -91,6 +99,7 @@ class StreamSession:
         self.inbound_format: MediaFormat | None = None
         self.outbound_format: MediaFormat | None = None
         self.up: Resampler | None = None
+        self.down: Resampler | None = None  # the agent's audio, to the provider's rate
         self.last_chunk = 0
         self.arrived = 0  # perf_counter_ns of the media message being handled
         # The provider's messages are read while we join the room (a socket left unread would
@@ -111,7 +120,13 @@ class StreamSession:
         self.mark_at: float | None = None
         self.marks_sent = 0
         self.marks_heard = 0
-        self.agent_speaking = False
+        self.marks_pending: set[str] = set()  # sent, not yet echoed
+        self.marks_void: set[str] = set()  # pending when we cleared: their echo is no hearing
+        # the reply being played: bytes of it sent to the provider since its first sound
+        self.reply_open = False
+        self.reply_bytes = 0
+        self.stale_until: float | None = None  # dropping the interrupted reply's tail until then
+        self.stale_quiet = 0
         self.outbound_open = False  # VoxImplant: our own stream's start has been sent
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
@@ -175,7 +190,6 @@ class StreamSession:
         room = rtc.Room()
         room.on("track_subscribed", self._track_subscribed)
         room.on("data_received", self._data_received)
-        room.on("participant_attributes_changed", self._attributes_changed)
         room.on("participant_disconnected", self._participant_left)
         room.on("disconnected", self._room_closed)
         identity = f"phone-{started.stream_id}"[:128]
@@ -237,8 +251,7 @@ class StreamSession:
             elif isinstance(message, Dtmf):
                 await self._dtmf(message.digit)
             elif isinstance(message, MarkPlayed):
-                self.marks_heard += 1
-                log.debug("call %s: the caller heard %s", self._call(), message.name)
+                self._mark_echoed(message.name)
             elif isinstance(message, Stopped):
                 raise StreamClosed("stream_stopped")
             elif isinstance(message, Started):
@@ -360,7 +373,7 @@ class StreamSession:
     async def _agent_audio(self, track: Any) -> None:
         assert self.outbound_format is not None
         fmt = self.outbound_format
-        down = Resampler(ROOM_RATE, fmt.sample_rate)
+        self.down = Resampler(ROOM_RATE, fmt.sample_rate)
         stream = rtc.AudioStream.from_track(
             track=track, sample_rate=ROOM_RATE, num_channels=1, frame_size_ms=20
         )
@@ -370,7 +383,12 @@ class StreamSession:
             async for event in stream:
                 arrived = time.perf_counter_ns()
                 pcm = np.frombuffer(event.frame.data, dtype=np.int16)
-                encoded = codecs.encode(fmt.encoding, down.process(pcm))
+                if self.stale_until is not None and self._stale(pcm):
+                    self.metrics.counters["stale_frames_dropped"] += 1
+                    continue
+                if not self.reply_open and rms(pcm) >= QUIET_RMS:
+                    self.reply_open = True  # the reply's first sound: count what goes out
+                encoded = codecs.encode(fmt.encoding, self.down.process(pcm))
                 if encoded:
                     self.out += encoded
                     self.out_arrivals.append((len(encoded), arrived))
@@ -401,15 +419,21 @@ class StreamSession:
             chunk = bytes(self.out[: self.frame_bytes])
             del self.out[: self.frame_bytes]
             await self.ws.send_str(self.protocol.media(chunk))
+            if self.reply_open:
+                self.reply_bytes += len(chunk)
             self._sent(len(chunk), paced=n == 0)
         if self.mark_at is not None and now >= self.mark_at and not self.ws.closed:
-            self.mark_at = None
+            self.mark_at = None  # the reply played in full: its mark follows its last audio
+            self.reply_open, self.reply_bytes = False, 0
             self.marks_sent += 1
-            mark = self.protocol.mark(f"reply-{self.marks_sent}")
+            name = f"reply-{self.marks_sent}"
+            mark = self.protocol.mark(name)
             if mark is not None:
+                self.marks_pending.add(name)
                 await self.ws.send_str(mark)
             else:  # no marks (VoxImplant): paced in real time, the reply is out as it is sent
                 self.marks_heard += 1
+                self.metrics.counters["marks_heard"] += 1
 
     def _sent(self, size: int, paced: bool) -> None:
         sent = time.perf_counter_ns()
@@ -427,35 +451,76 @@ class StreamSession:
             self.out_arrivals.popleft()
             self.metrics.outbound.add((sent - arrived) / 1e6)
 
+    def _stale(self, pcm: np.ndarray) -> bool:
+        """Whether this frame of the agent's track is still the interrupted reply's tail."""
+        self.stale_quiet = self.stale_quiet + 1 if rms(pcm) < QUIET_RMS else 0
+        assert self.stale_until is not None
+        if self.stale_quiet >= STALE_QUIET_FRAMES or time.monotonic() >= self.stale_until:
+            self.stale_until = None  # the track went quiet: what follows is a new reply
+            return False
+        return True
+
     def _data_received(self, packet: Any) -> None:
         if packet.topic != PLAYBACK_TOPIC:
             return
         try:
-            kind = json.loads(packet.data).get("type")
+            message = json.loads(packet.data)
+            kind = message.get("type")
         except (ValueError, AttributeError):
             return
         if kind == "clear":
-            asyncio.ensure_future(self._clear())
+            sender = getattr(packet.participant, "identity", None)
+            asyncio.ensure_future(self.barge_in(message.get("id"), sender))
+        elif kind == "played":  # a reply played out in full: mark it after its last audio
+            self.mark_at = asyncio.get_running_loop().time() + MARK_DELAY_SECONDS
 
-    async def _clear(self) -> None:
-        """Barge-in: nothing more of the interrupted reply reaches the caller."""
+    async def barge_in(self, clear_id: Any = None, reply_to: str | None = None) -> None:
+        """The agent yielded to the caller: nothing more of the interrupted reply reaches them.
+
+        The one place every protocol's barge-in goes through: the unsent audio and the reply's
+        tail still coming from the room are dropped, the reply's mark is withdrawn (it was not
+        heard in full), marks the provider has not echoed yet are void (Twilio echoes them at
+        once on ``clear``), the protocol's ``clear()`` goes out (Twilio ``clear``, VoxImplant
+        ``{"customEvent": "clear"}``, SIP's ``clear`` frame), and the worker hears back how
+        much of the reply was sent to the caller."""
+        heard_ms = self.reply_bytes * 1000 // self._bytes_per_second() if self.reply_open else 0
         self.out.clear()
         self.out_arrivals.clear()
         self.mark_at = None
+        self.reply_open, self.reply_bytes = False, 0
+        self.stale_until, self.stale_quiet = time.monotonic() + STALE_AUDIO_SECONDS, 0
+        if self.down is not None and self.outbound_format is not None:
+            self.down = Resampler(ROOM_RATE, self.outbound_format.sample_rate)  # no cut samples
+        self.marks_void |= self.marks_pending
+        self.marks_pending.clear()
         self.metrics.counters["clears"] += 1
         message = self.protocol.clear()
         if message is not None and not self.ws.closed:
-            await self.ws.send_str(message)
+            with contextlib.suppress(ConnectionResetError):
+                await self.ws.send_str(message)
+        if clear_id is not None and reply_to and self.room is not None:
+            report = {"type": "cleared", "id": clear_id, "heard_ms": heard_ms}
+            with contextlib.suppress(Exception):  # the room may be closing
+                await self.room.local_participant.publish_data(
+                    json.dumps(report), reliable=True, topic=PLAYBACK_TOPIC,
+                    destination_identities=[reply_to],
+                )  # fmt: skip
 
-    def _attributes_changed(self, changed: dict[str, str], participant: Any) -> None:
-        state = changed.get(AGENT_STATE)
-        if state is None:
+    def _bytes_per_second(self) -> int:
+        fmt = self.outbound_format
+        assert fmt is not None
+        return fmt.sample_rate * codecs.bytes_per_sample(fmt.encoding)
+
+    def _mark_echoed(self, name: str) -> None:
+        if name in self.marks_void:  # echoed because we cleared: the caller did not hear it all
+            self.marks_void.discard(name)
+            self.metrics.counters["marks_cleared"] += 1
+            log.debug("call %s: %s was cleared, not heard", self._call(), name)
             return
-        if state == "speaking":
-            self.agent_speaking = True
-        elif self.agent_speaking:  # a reply ended: mark it once its audio is out
-            self.agent_speaking = False
-            self.mark_at = asyncio.get_running_loop().time() + MARK_DELAY_SECONDS
+        self.marks_pending.discard(name)
+        self.marks_heard += 1
+        self.metrics.counters["marks_heard"] += 1
+        log.debug("call %s: the caller heard %s", self._call(), name)
 
     def _participant_left(self, participant: Any) -> None:
         if self.ending:

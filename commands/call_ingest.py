@@ -86,6 +86,7 @@ def apply_signal(call: Call, s: Signal) -> bool:
             end_ms=s.end_ms,
             at=at,
             signal_id=sid,
+            interrupted=s.interrupted,
         )
     if isinstance(s, ToolInvokedSignal):
         return call.invoke_tool(

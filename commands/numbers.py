@@ -259,8 +259,21 @@ class NumbersApplication(Application[UUID]):
         return recorder  # type: ignore[no-any-return]
 
     # -- numbers ---------------------------------------------------------------------------
+    def replayed(self, actor: Actor, idempotency_key: Key, command: str) -> Result | None:
+        """The first result of a request with ``idempotency_key`` (a ``RequestKey``: the
+        request's own fingerprint), before doing anything with side effects outside the store
+        (buying a number at a provider)."""
+        written = self._writes.replay(actor.space_id, idempotency_key, command, None)
+        if written is None:
+            return None
+        return Result(written.id, written.version, written.position, written.aggregate, True)
+
     def provision_number(
-        self, actor: Actor, cmd: ProvisionNumber, idempotency_key: Key = None
+        self,
+        actor: Actor,
+        cmd: ProvisionNumber,
+        idempotency_key: Key = None,
+        command: str = "provision_number",
     ) -> Result:
         """A number the space already has (bought by the buy route, or a SIP number)."""
 
@@ -277,7 +290,7 @@ class NumbersApplication(Application[UUID]):
             )
             return number, [claim]
 
-        return self._command(actor, cmd, idempotency_key, "provision_number", apply)
+        return self._command(actor, cmd, idempotency_key, command, apply)
 
     def assign_number(self, actor: Actor, cmd: AssignNumber, idempotency_key: Key = None) -> Result:
         def apply() -> tuple[Any, list[Any]]:

@@ -122,6 +122,7 @@ class TranscriptSignal(_Signal):
     text: str = Field(max_length=20_000)
     start_ms: Millis
     end_ms: Millis
+    interrupted: bool = False  # an agent reply the caller cut off: ``text`` is what they heard
 
 
 class ToolInvokedSignal(_Signal):

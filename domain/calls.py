@@ -136,6 +136,7 @@ class Call(Aggregate):
         text: str
         start_ms: int
         end_ms: int
+        interrupted: bool = False  # an agent reply cut off by the caller: text = what was heard
 
     class ToolInvoked(CallEvent):
         TOPIC = "call.tool_invoked"
@@ -329,6 +330,7 @@ class Call(Aggregate):
         end_ms: int,
         at: str,
         signal_id: str | None = None,
+        interrupted: bool = False,
     ) -> bool:
         if self.seen(signal_id):
             return False
@@ -346,6 +348,7 @@ class Call(Aggregate):
             end_ms=end_ms,
             at=at,
             signal_id=signal_id,
+            interrupted=interrupted,
         )
         return True
 

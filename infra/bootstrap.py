@@ -134,9 +134,11 @@ class Container:
             return self.overrides["telephony_providers"]
         from adapters.telephony.providers import TelephonyProviders
         from adapters.telephony.twilio import TwilioProvider
+        from adapters.telephony.voximplant import VoximplantProvider
 
         providers = TelephonyProviders()
         providers.register(TwilioProvider(self.settings.telephony))
+        providers.register(VoximplantProvider(self.settings.telephony))
         return providers
 
     def applications(self) -> tuple[Any, ...]:

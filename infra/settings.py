@@ -320,6 +320,29 @@ class TelephonySettings(BaseModel):
         description="The API's public base URL (https://...) Twilio signs webhooks for; "
         "the request's own URL when unset (right unless a proxy rewrites it).",
     )
+    voximplant_api_url: str = Field(
+        "https://api.voximplant.com/platform_api",
+        description="VoxImplant's Management API (the official client posts every method "
+        "there); tests point it at a local server.",
+    )
+    voximplant_application_name: str = Field(
+        "voxagent",
+        description="The VoxImplant application (in each space's VoxImplant account) whose "
+        "rule runs our scenario; bought numbers are bound to it.",
+    )
+    voximplant_rule_name: str = Field(
+        "voxagent",
+        description="The routing rule of that application whose scenario calls our API "
+        "(inbound calls to bound numbers, and outbound calls started with StartScenarios).",
+    )
+    voximplant_phone_category: str = Field(
+        "GEOGRAPHIC",
+        description="The VoxImplant number category searched and bought (GEOGRAPHIC, MOBILE, "
+        "TOLLFREE...).",
+    )
+    voximplant_timeout_seconds: float = Field(
+        10.0, gt=0, description="Timeout of one request to VoxImplant (API or a session)."
+    )
     twilio_api_base_url: str = Field(
         "https://api.twilio.com",
         description="Where the Twilio adapter sends its REST requests (the SDK's "

@@ -154,7 +154,7 @@ def _of_call(
 
 def transcripts(conn: Connection[Any], space_id: str, call_id: UUID | str) -> list[dict[str, Any]]:
     """The call's transcript lines in spoken order (``start_ms``, then ``seq``)."""
-    columns = "seq, turn_id, speaker, text, start_ms, end_ms, at"
+    columns = "seq, turn_id, speaker, text, start_ms, end_ms, at, interrupted"
     return _of_call(conn, space_id, call_id, "call_transcripts", columns, "start_ms, seq")
 
 

@@ -42,7 +42,7 @@ CALL_COLUMNS = (
 )  # fmt: skip
 TRANSCRIPT_COLUMNS = (
     "call_id", "seq", "space_id", "turn_id", "speaker", "text", "start_ms", "end_ms", "at",
-    "position",
+    "position", "interrupted",
 )  # fmt: skip
 TOOL_CALL_COLUMNS = (
     "call_id", "seq", "space_id", "turn_id", "name", "arguments", "result", "error", "status",
@@ -193,7 +193,8 @@ def event_row(ev: CallEvent, call: Mapping[str, Any] | None, catalog: Catalog) -
     if ev.type == TRANSCRIPT:
         start, end = int(d["start_ms"]), int(d["end_ms"])
         return {**base, "turn_id": str(d["turn_id"]), "speaker": str(d["speaker"]),
-                "text": str(d["text"]), "start_ms": start, "end_ms": end, **tail}  # fmt: skip
+                "text": str(d["text"]), "start_ms": start, "end_ms": end,
+                "interrupted": bool(d.get("interrupted", False)), **tail}  # fmt: skip
     if ev.type == TOOL:
         return {**base, "turn_id": d.get("turn_id"), "name": str(d["name"]),
                 "arguments": d.get("arguments") or {}, "result": d.get("result"),

@@ -60,6 +60,7 @@ _TYPES = {
     "version": "bigint",
     "position": "bigint",
     "sip_code": "integer",
+    "interrupted": "boolean",
 }
 
 

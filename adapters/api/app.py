@@ -17,10 +17,13 @@ from adapters.api import (
     costs,
     health,
     livekit,
+    numbers,
     outbound,
     sessions,
     telephony,
+    telephony_config,
     twilio_webhooks,
+    voximplant,
     webhooks,
 )
 from adapters.api.errors import error_response, install_error_handlers, unexpected_error
@@ -31,9 +34,19 @@ from adapters.services import Services
 from commands.agents import AgentNotFound, ConcurrentModification, VersionMismatch
 from commands.calls import CallNotFound
 from commands.idempotency import IdempotencyKeyReused
+from commands.numbers import (
+    AccountNotFound,
+    NumberNotFound,
+    NumberTaken,
+    TrunkInUse,
+    TrunkNotFound,
+)
 from commands.webhooks import EndpointNotFound
 from domain.calls import CallEnded, CallNotStarted, InvalidSignal
 from domain.errors import AgentArchived, InvalidConfig, ProviderUnavailable
+from domain.phone_numbers import InvalidNumber, InvalidPhoneNumber, NumberAssigned, NumberReleased
+from domain.provider_accounts import AccountDisconnected, InvalidAccount
+from domain.sip_trunks import InvalidTrunk, TrunkDeleted
 from domain.webhooks import EndpointDeleted
 
 log = logging.getLogger(__name__)
@@ -53,6 +66,19 @@ _MAPPED: dict[type[Exception], tuple[int, str]] = {
     InvalidSignal: (422, "invalid_call_update"),
     EndpointNotFound: (404, "webhook_endpoint_not_found"),
     EndpointDeleted: (404, "webhook_endpoint_not_found"),
+    NumberNotFound: (404, "number_not_found"),
+    NumberTaken: (409, "number_taken"),
+    NumberReleased: (409, "number_released"),
+    NumberAssigned: (409, "number_assigned"),
+    InvalidPhoneNumber: (422, "invalid_phone_number"),
+    InvalidNumber: (422, "invalid_number"),
+    TrunkNotFound: (404, "trunk_not_found"),
+    TrunkDeleted: (404, "trunk_not_found"),
+    TrunkInUse: (409, "trunk_in_use"),
+    InvalidTrunk: (422, "invalid_trunk"),
+    AccountNotFound: (404, "provider_account_not_found"),
+    AccountDisconnected: (404, "provider_account_not_found"),
+    InvalidAccount: (422, "invalid_provider_account"),
 }
 
 
@@ -110,8 +136,11 @@ def create_app(container: Services) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(livekit.router)
     app.include_router(telephony.router)
+    app.include_router(numbers.router)
+    app.include_router(telephony_config.router)
     app.include_router(outbound.router)
     app.include_router(twilio_webhooks.router)
+    app.include_router(voximplant.router)
     app.include_router(health.router)
     install_openapi(app)
     return app

@@ -140,6 +140,7 @@ class Transcript(BaseModel):
     start_ms: int
     end_ms: int
     at: datetime
+    interrupted: bool = False  # an agent reply the caller cut off: text is what they heard
 
 
 class Analysis(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from livekit import api
 
-PLAYBACK_TOPIC = "voxagent.playback"  # worker -> media bridge: {"type": "clear"} on barge-in
+PLAYBACK_TOPIC = "voxagent.playback"  # worker <-> media bridge: clear, played, cleared
 # API -> worker: what the provider learnt about the phone leg, e.g.
 # {"type": "answered_by", "value": "machine"} (answering-machine detection)
 CALL_TOPIC = "voxagent.call"

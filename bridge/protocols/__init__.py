@@ -7,7 +7,11 @@ Every protocol class has the same surface (``bridge.session`` relies on nothing 
 - ``outbound_format() -> MediaFormat``: what the provider plays back (known after ``start``);
 - ``open_outbound() -> str | None``: send once before the first ``media`` (VoxImplant's own
   stream start; None for Twilio), and ``close_outbound() -> str | None`` before hanging up;
-- ``media(payload) -> str``, ``mark(name) -> str | None``, ``clear() -> str | None``.
+- ``media(payload) -> str``, ``mark(name) -> str | None``;
+- ``clear() -> str | None``: the provider's way to drop the audio it has buffered (Twilio's
+  ``clear``, VoxImplant's ``{"customEvent": "clear"}``, the SIP service's ``clear`` frame).
+  ``StreamSession.barge_in`` sends it the moment the agent yields to the caller; a protocol
+  whose provider echoes pending marks on clear needs nothing more (the session voids them).
 
 Wire formats and how they map: ``docs/telephony-protocols.md``.
 """

@@ -6,7 +6,9 @@ bridge sends, in real time, as the caller would hear it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,13 +29,14 @@ pytestmark = pytest.mark.e2e
 STORY = ("Once upon a time there was a lighthouse keeper who counted ships every night. "
          "She wrote each name in a blue book and told the stories to the seagulls. "
          "The seagulls listened patiently and never once interrupted her.")  # fmt: skip
+INTERRUPTION = "Thank you very much, that is quite enough for now, goodbye."
 AGENT = {
     "name": "Phone desk",
     "system_prompt": "You answer the phone.",
     "first_message": "Hello! How can I help you?",
     "llm": {"provider": "scripted", "script": [
         {"match": "keypad: 4 2", "reply": "You entered forty two."},
-        {"match": "story", "reply": STORY},
+        {"match": "story|tell|long", "reply": STORY},  # as Whisper tiny may hear it
         {"match": "bye", "reply": "Goodbye!", "end_call": True},
         # the question, as Whisper tiny may hear it through an 8 kHz phone line
         {"match": "order|check|please|status", "reply": "Your order will arrive on Friday."},
@@ -98,6 +101,14 @@ def ended_session(client, h, call_id: str, processes: tuple) -> dict:
     return eventually(ended, timeout=90, what="the ended call", processes=processes)
 
 
+def bridge_counters(bridge: str) -> dict[str, int]:
+    """The test bridge's counters (``/stats``)."""
+    url = "http" + bridge[2:] + "/stats"
+    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback
+        counters: dict[str, int] = json.load(resp)["counters"]
+    return counters
+
+
 def at_bridge(bridge: str, stream_url: str) -> str:
     """The issued stream URL, pointed at the test's bridge (its port is the test's own)."""
     return bridge + urlsplit(stream_url).path
@@ -115,13 +126,23 @@ async def twilio_call(url: str, parameters: dict[str, str]) -> dict[str, Any]:
             await phone.dtmf(key)
             await phone.silence(0.2)
         out["keys"] = transcribe(await reply_after(phone, pressed), phone.rate)
-        asked = await say(phone, "Tell me a story.")
+        asked = await say(phone, "Tell me a long story.")
         await phone.wait_for(lambda: any(t > asked for t in voiced_times(phone)), timeout=60)
         await phone.silence(2.0)  # two seconds into the story...
-        clears_before = phone.clears_received
-        await say(phone, "Thank you, goodbye.")  # ...the caller talks over it
+        clears_before, marks_before = phone.clears_received, len(phone.marks_received)
+        talking = time.monotonic()
+        # ...the caller talks over it, for about three seconds
+        speaking = asyncio.ensure_future(say(phone, INTERRUPTION))
+        await phone.wait_for(lambda: phone.clears_received > clears_before or speaking.done(),
+                             timeout=60)  # fmt: skip
+        out["cleared_while_talking"] = not speaking.done()
+        out["clear_after_ms"] = round((time.monotonic() - talking) * 1000)  # reported only
+        out["marks_of_the_story"] = len(phone.marks_received) - marks_before
+        await speaking
+        out["talk_ms"] = round((time.monotonic() - talking) * 1000)
         await phone.wait_for(lambda: phone.server_closed, timeout=60)
         out["clears"] = phone.clears_received - clears_before
+        out["cleared_echoes"] = [e.name for e in phone.mark_echoes if e.cleared]
         out["story_heard"] = transcribe(heard_since(phone, asked), phone.rate)
         out["marks"] = list(phone.marks_received)
         out["echoes"] = [e.name for e in phone.mark_echoes]
@@ -134,8 +155,12 @@ def test_a_twilio_media_stream_call_through_the_bridge(client, issuer, worker, p
     sp = f"phone-{uuid.uuid4().hex[:8]}"
     h = issuer.headers(sp)
     opened = open_stream(client, h, "twilio_media_streams")
+    marks_before = bridge_counters(bridge)
     heard = asyncio.run(twilio_call(at_bridge(bridge, opened["stream_url"]),
                                     opened["parameters"]))  # fmt: skip
+    counters = bridge_counters(bridge)
+    heard["marks_heard"] = counters.get("marks_heard", 0) - marks_before.get("marks_heard", 0)
+    print("barge-in:", {k: heard[k] for k in ("clear_after_ms", "talk_ms")})  # noqa: T201
 
     call_id = opened["call_id"]
     session = ended_session(client, h, call_id, (*pipeline.values(), worker))
@@ -149,10 +174,15 @@ def test_a_twilio_media_stream_call_through_the_bridge(client, issuer, worker, p
     reply = "Your order will arrive on Friday."
     assert understood(heard["answer"], reply, "order", "friday"), heard
     assert understood(heard["keys"], "You entered forty two.", "forty", "42"), heard
-    assert heard["clears"] >= 1, "the barge-in cleared the provider's buffer"
+    assert heard["clears"] >= 1, heard  # the barge-in cleared the provider's buffer...
+    assert heard["cleared_while_talking"], heard  # ...while the caller was still talking
     assert "seagulls never once" not in heard["story_heard"].lower(), heard
     assert heard["marks"], "the bridge marks the end of each reply"
     assert set(heard["echoes"]) <= set(heard["marks"]) and heard["echoes"], heard
+    # the story was cut off: no mark went out for it, none was pending when it was cleared,
+    # and the bridge counted as heard exactly the marks the caller's side echoed as played
+    assert heard["marks_of_the_story"] == 0 and not heard["cleared_echoes"], heard
+    assert heard["marks_heard"] == len(heard["echoes"]), heard
     assert not heard["errors"], heard["errors"]
 
     said = " ".join(t["text"].lower() for t in transcripts if t["speaker"] == "user")
@@ -160,6 +190,11 @@ def test_a_twilio_media_stream_call_through_the_bridge(client, issuer, worker, p
     assert "story" in said, turns  # the question itself may be misheard at 8 kHz
     assert "Your order will arrive on Friday." in agent_said
     assert "You entered forty two." in agent_said, turns
+    # the transcript keeps the part of the story the caller heard, flagged as cut off
+    (cut,) = [t for t in transcripts if t["interrupted"]]
+    assert cut["speaker"] == "agent" and cut["text"] and STORY.startswith(cut["text"]), cut
+    assert len(cut["text"]) < len(STORY) and "seagulls" not in cut["text"], cut
+    assert not any(t["interrupted"] for t in transcripts if t is not cut)
     assert [d["digit"] for d in session["dtmf"]] == ["4", "2", "#"]
     costs = client.get(f"/api/sessions/{call_id}/cost-breakdown", headers=h).json()
     phone_leg = costs["categories"]["telephony"]

@@ -6,6 +6,7 @@ room to see what the bridge publishes."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import uuid
@@ -14,13 +15,15 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
 from livekit import api, rtc
 
-from adapters.livekit.rooms import LiveKitRooms, http_url
+from adapters.livekit.rooms import PLAYBACK_TOPIC, LiveKitRooms, http_url
 from adapters.telephony import tokens
+from bridge import codecs
 from bridge.server import build_app
 from bridge.session import BridgeContext
 from infra.settings import Settings
@@ -309,3 +312,200 @@ def test_a_stream_that_never_starts_is_closed(stack_settings, monkeypatch):
             return code
 
     assert asyncio.run(scenario()) == 4403
+
+
+class RawTwilio:
+    """A Twilio Media Streams client written from Twilio's message reference alone: a steady
+    20 ms of the caller's audio, and everything the bridge sends kept in arrival order. Marks
+    are echoed only when the test says so, or at once on ``clear`` (as Twilio does)."""
+
+    def __init__(self, url: str, parameters: dict[str, str]) -> None:
+        self.url, self.parameters = url, parameters
+        self.sid = "MZ" + uuid.uuid4().hex
+        self.log: list[tuple[str, Any]] = []  # ("media", loud?), ("mark", name), ("clear", None)
+        self.pending: list[str] = []  # marks received, not yet echoed
+        self.voice: np.ndarray | None = None  # what the caller says on the next ticks
+        self.sequence = 0
+
+    async def __aenter__(self) -> RawTwilio:
+        self.session = aiohttp.ClientSession()
+        self.ws = await self.session.ws_connect(self.url)
+        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await self._send(
+            {
+                "event": "start",
+                "streamSid": self.sid,
+                "start": {
+                    "streamSid": self.sid,
+                    "accountSid": "AC" + "0" * 32,
+                    "callSid": "CA" + "1" * 32,
+                    "tracks": ["inbound"],
+                    "customParameters": self.parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+        self.tasks = [asyncio.ensure_future(self._talk()), asyncio.ensure_future(self._listen())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.ws.close()
+        await self.session.close()
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.sequence += 1
+        if message["event"] != "connected":
+            message["sequenceNumber"] = str(self.sequence)
+        await self.ws.send_str(json.dumps(message))
+
+    async def _talk(self) -> None:
+        chunk = 0
+        while True:
+            frame = np.zeros(160, np.int16)
+            if self.voice is not None and len(self.voice):
+                frame, self.voice = self.voice[:160], self.voice[160:]
+            chunk += 1
+            await self._send(
+                {
+                    "event": "media",
+                    "streamSid": self.sid,
+                    "media": {
+                        "track": "inbound",
+                        "chunk": str(chunk),
+                        "timestamp": str(chunk * 20),
+                        "payload": base64.b64encode(codecs.encode("mulaw", frame)).decode(),
+                    },
+                }
+            )
+            await asyncio.sleep(0.02)
+
+    async def _listen(self) -> None:
+        async for raw in self.ws:
+            message = json.loads(raw.data)
+            event = message["event"]
+            if event == "media":
+                pcm = codecs.decode("mulaw", base64.b64decode(message["media"]["payload"]))
+                self.log.append(("media", bool(np.abs(pcm).max() > 2000)))
+            elif event == "mark":
+                self.log.append(("mark", message["mark"]["name"]))
+                self.pending.append(message["mark"]["name"])
+            elif event == "clear":
+                self.log.append(("clear", None))
+                await self.echo()  # Twilio echoes every pending mark at once on clear
+
+    async def echo(self) -> None:
+        while self.pending:
+            name = self.pending.pop(0)
+            await self._send({"event": "mark", "streamSid": self.sid, "mark": {"name": name}})
+
+    def since(self, index: int, kind: str) -> list[Any]:
+        return [value for k, value in self.log[index:] if k == kind]
+
+
+class StandInAgent:
+    """A participant playing the agent's part: a track of replies, and the worker's messages
+    on the playback topic."""
+
+    def __init__(self, settings: Settings, room_name: str) -> None:
+        self.settings, self.room_name = settings, room_name
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(48_000, 1, queue_size_ms=100)
+        self.heard: list[dict[str, Any]] = []
+        self.cut = False
+
+    async def join(self) -> None:
+        token = LiveKitRooms(self.settings.livekit).join_token(
+            self.room_name, "agent-stand-in", "agent", timedelta(minutes=10)
+        )
+        self.room.on("data_received", self._data)
+        await self.room.connect(self.settings.livekit.url, token)
+        track = rtc.LocalAudioTrack.create_audio_track("agent", self.source)
+        await self.room.local_participant.publish_track(track)
+
+    def _data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic == PLAYBACK_TOPIC:
+            self.heard.append(json.loads(packet.data))
+
+    async def play(self, seconds: float, loud: bool = True) -> None:
+        """Real time (the source's queue is short): 20 ms frames of a tone, or of silence."""
+        frame = tone(0.02, 48_000) if loud else np.zeros(960, np.int16)
+        self.cut = False
+        for _ in range(round(seconds / 0.02)):
+            if self.cut:  # the output stopped (a capture is never abandoned half-way)
+                return
+            await self.source.capture_frame(rtc.AudioFrame(frame.tobytes(), 48_000, 1, 960))
+
+    async def say(self, message: dict[str, Any]) -> None:
+        await self.room.local_participant.publish_data(
+            json.dumps(message), reliable=True, topic=PLAYBACK_TOPIC
+        )
+
+
+def test_barge_in_clears_at_once_and_a_cut_reply_is_never_marked_as_heard(stack_settings):
+    """A reply played in full is marked and its echo counts as heard. A reply the caller talks
+    over is cleared the moment the agent yields: the provider gets ``clear`` while the caller
+    is still talking, nothing more of that reply (not even what was still on its way from the
+    room) and no mark for it; the worker learns how much of it went out. A mark still pending
+    when a clear goes out comes back at once (Twilio's way) and is not counted as heard."""
+
+    async def scenario() -> dict[str, Any]:
+        call = Call(stack_settings)
+        await call.create()
+        agent = StandInAgent(stack_settings, call.room_name)
+        out: dict[str, Any] = {}
+        async with (
+            running_bridge(stack_settings) as (url, ctx),
+            RawTwilio(url, call.parameters) as phone,
+        ):
+            await agent.join()
+            await until(lambda: ctx.metrics.counters["streams_started"] == 1)
+            await agent.play(0.3, loud=False)
+            # a greeting, played in full: the worker says so, the bridge marks it
+            await agent.play(0.6)
+            await agent.say({"type": "played"})
+            await agent.play(0.4, loud=False)
+            await until(lambda: bool(phone.pending))
+            await phone.echo()  # the caller heard it
+            await until(lambda: ctx.metrics.counters["marks_heard"] == 1)
+            # a long reply; the caller talks over it and the agent yields mid-reply
+            story = len(phone.log)
+            playing = asyncio.ensure_future(agent.play(3.0))
+            await until(lambda: phone.since(story, "media").count(True) >= 50)  # 1 s of it
+            phone.voice = tone(2.0)
+            await agent.say({"type": "clear", "id": 1})
+            await until(lambda: bool(phone.since(story, "clear")))
+            out["voice_left_at_clear"] = len(phone.voice)
+            cleared = len(phone.log)
+            await asyncio.sleep(0.2)  # LiveKit's queue still plays the tail out...
+            agent.cut = True  # ...then the output stops
+            await playing
+            await agent.play(1.0, loud=False)
+            out["tail_after_clear"] = phone.since(cleared, "media").count(True)
+            out["story_marks"] = phone.since(story, "mark")
+            await until(lambda: bool(agent.heard))
+            out["report"] = agent.heard[0]
+            # a short reply played in full, whose mark is still pending when the next barge-in
+            # clears: Twilio echoes it at once, and that echo is no proof it was heard
+            await agent.play(0.4)
+            await agent.say({"type": "played"})
+            await agent.play(0.4, loud=False)
+            await until(lambda: bool(phone.pending))
+            await agent.say({"type": "clear", "id": 2})
+            await until(lambda: ctx.metrics.counters["marks_cleared"] == 1)
+            out["counters"] = dict(ctx.metrics.counters)
+        await agent.room.disconnect()
+        await call.close()
+        return out
+
+    out = asyncio.run(scenario())
+    assert out["voice_left_at_clear"] > 0, "clear reached the provider while the caller talked"
+    assert out["tail_after_clear"] == 0, "nothing of the cut reply is played after the clear"
+    assert out["story_marks"] == [], "a cut reply gets no mark"
+    report = out["report"]
+    assert report["type"] == "cleared" and report["id"] == 1, report
+    assert 800 <= report["heard_ms"] <= 3000, "about what was sent of it before the clear"
+    counters = out["counters"]
+    assert counters["marks_heard"] == 1 and counters["marks_cleared"] == 1, counters
+    assert counters["stale_frames_dropped"] > 0, counters

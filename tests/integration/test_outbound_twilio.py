@@ -53,12 +53,18 @@ def space(client, issuer, api_container, fake) -> Space:
     return Space(client, issuer, api_container, fake)
 
 
-def caller_id(space: Space, number_id: uuid.UUID) -> None:
-    """Make the number the space's agent's caller id, and wait until the read model says so."""
+def caller_id(space: Space, number_id: uuid.UUID, client: Any = None) -> None:
+    """Make the number the space's agent's caller id (through the API when given a client),
+    and wait until the read model says so."""
     agent_id = uuid.UUID(space.agent_id)
-    space.container.numbers.set_caller_id(
-        space.actor, SetCallerId(number_id=number_id, agent_id=agent_id)
-    )
+    if client is None:
+        space.container.numbers.set_caller_id(
+            space.actor, SetCallerId(number_id=number_id, agent_id=agent_id)
+        )
+    else:
+        resp = client.post(f"/api/telephony/numbers/{number_id}/caller-id",
+                           json={"agent_id": space.agent_id}, headers=space.headers)  # fmt: skip
+        assert resp.status_code == 200, resp.text
 
     def visible() -> Any:
         with space.container.pool.connection() as conn:
@@ -108,10 +114,20 @@ def provider_statuses(space: Space, call_id: str) -> list[tuple[str, str, str | 
 
 
 def test_an_outbound_call_dials_from_the_agents_caller_id_and_follows_twilio(
-    space, client, fake, api_container
+    client, issuer, fake, api_container
 ):
-    e164, number_id = space.buy()
-    caller_id(space, number_id)
+    space = Space(client, issuer, api_container, fake)  # its agent; its account, again by API
+    account = {"account_id": fake.account.sid, "secrets": {"auth_token": fake.account.auth_token}}
+    put = client.put("/api/telephony/accounts/twilio", json=account, headers=space.headers)
+    assert put.status_code in (200, 201), put.text
+    e164 = f"+1415557{uuid.uuid4().int % 10_000:04d}"
+    fake.offer(e164)
+    bought = client.post("/api/telephony/numbers/buy", json={"provider": "twilio", "e164": e164},
+                         headers=space.headers)  # fmt: skip
+    assert bought.status_code == 201, bought.text
+    assert fake.owned(e164)["voice_url"] == f"{BASE}/api/twilio/voice"
+    number_id = uuid.UUID(bought.json()["id"])
+    caller_id(space, number_id, client)
     key = f"dial-{uuid.uuid4()}"
     resp = dial(client, space, key, variables={"customer_name": "Ada"})
     assert resp.status_code == 201, resp.text

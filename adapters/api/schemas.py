@@ -41,6 +41,10 @@ class AgentPatch(Storable):
     silence_timeout_seconds: float | None = None
     silence_prompt: str | None = Field(None, max_length=500)
     variables: Annotated[dict[str, str], max_json_bytes(MAX_CONFIG_BYTES)] | None = None
+    transfer_targets: Annotated[list[dict[str, Any]], max_json_bytes(MAX_CONFIG_BYTES)] | None = (
+        Field(None, max_length=20)
+    )
+    voicemail: PatchObject | None = None
 
 
 class AgentPublic(AgentConfig):

@@ -359,3 +359,17 @@ def test_transfers_that_cannot_be_made_are_refused(space, client, issuer, api_co
                         headers=space.headers)  # fmt: skip
     assert ended.status_code == 409 and ended.json()["error"]["code"] == "call_ended"
     assert fake.transfers == []
+
+
+def test_a_transfer_may_name_one_of_the_agents_transfer_targets(space, client, fake):
+    targets = [{"name": "sales", "destination": "sip:sales@pbx.example.com",
+                "description": "buying something"}]  # fmt: skip
+    patched = client.patch(f"/api/agents/{space.agent_id}", json={"transfer_targets": targets},
+                           headers=space.headers)  # fmt: skip
+    assert patched.status_code == 200, patched.text
+    call_id, sid = answered_call(space, client, fake)
+    resp = client.post(f"/api/sessions/{call_id}/transfer", json={"target": "sales"},
+                       headers=space.headers)  # fmt: skip
+    assert resp.status_code == 202, resp.text
+    (moved,) = fake.transfers
+    assert (moved.call_sid, moved.kind, moved.target) == (sid, "sip", "sip:sales@pbx.example.com")

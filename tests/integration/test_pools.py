@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from adapters.api.health import APPLICATIONS
 from commands.agents import Actor, CreateAgent
 from domain.agent_config import AgentConfig
 from infra.bootstrap import bootstrap
@@ -137,7 +138,8 @@ def relay_settings(stack_settings: Settings) -> Iterator[Settings]:
 def test_a_relay_process_holds_its_budget_once_idle(
     relay_settings: Settings, tmp_path: Path
 ) -> None:
-    """Three applications: per application a LISTEN connection, plus one pool for the event
+    """Four applications (agents, calls, webhooks, numbers): per application a LISTEN
+    connection, plus one pool for the event
     store and one for relay positions at ``pool_min`` each (eventsourcing alone used to keep
     ten per application)."""
     env = {"VOXAGENT_POSTGRES__POOL_MAX_IDLE_SECONDS": "0.5"}
@@ -155,7 +157,7 @@ def test_a_relay_process_holds_its_budget_once_idle(
             container.close()
         eventually(lambda: "relay agents starting" in relay.tail(400), timeout=60,
                    what="the relay running", processes=(relay,))  # fmt: skip
-        budget = 2 * relay_settings.postgres.pool_min + 3
+        budget = 2 * relay_settings.postgres.pool_min + len(APPLICATIONS)
         eventually(lambda: connections(name) == budget, timeout=60,
                    what=f"the relay at {budget} connections", processes=(relay,))  # fmt: skip
     finally:

@@ -135,10 +135,16 @@ class Container:
         from adapters.telephony.providers import TelephonyProviders
         from adapters.telephony.twilio import TwilioProvider
         from adapters.telephony.voximplant import VoximplantProvider
+        from commands.telephony import NumberProvider, VoiceProvider
 
+        twilio = TwilioProvider(self.settings.telephony)
+        voximplant = VoximplantProvider(self.settings.telephony)
+        # typed lists: mypy checks that each adapter speaks the ports it is registered for
+        sell_numbers: list[NumberProvider] = [twilio, voximplant]
+        place_calls: list[VoiceProvider] = [twilio, voximplant]
         providers = TelephonyProviders()
-        providers.register(TwilioProvider(self.settings.telephony))
-        providers.register(VoximplantProvider(self.settings.telephony))
+        for adapter in {id(a): a for a in [*sell_numbers, *place_calls]}.values():
+            providers.register(adapter)
         return providers
 
     def applications(self) -> tuple[Any, ...]:

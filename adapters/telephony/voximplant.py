@@ -264,8 +264,9 @@ class VoximplantProvider:
         return PlacedCall(provider_call_id=str(url))
 
     def transfer(
-        self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode
-    ) -> None:
+        self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode,
+        *, outcome_url: str | None = None,
+    ) -> None:  # fmt: skip
         """Our scenario dials ``target`` (E.164 or ``sip:`` URI); cold: joins the caller to it
         and drops the agent; warm: the agent talks to the target first, and the caller is
         joined when the agent's stream ends."""

@@ -13,8 +13,9 @@ queues the Parse, without checking the Parse's result. When an earlier statement
 pipeline fails (a side record colliding with a concurrent transaction's), PostgreSQL skips that
 Parse; eventsourcing catches the error inside the transaction, which then ends with COMMIT
 (answered ROLLBACK) rather than psycopg's rollback that would clear its cache, and the
-connection failed every later save with 'prepared statement "_pg3_N" does not exist'. A statement prepared explicitly is checked: a skipped Parse is
-forgotten (tests/integration/test_side_record_conflicts.py).
+connection failed every later save with 'prepared statement "_pg3_N" does not exist'. A
+statement prepared explicitly is checked: a skipped Parse is forgotten
+(tests/integration/test_side_record_conflicts.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ commits, after eventsourcing has queued the rest of the save in the pipeline and
 ``pipeline.sync()``. psycopg 3.3 decides on the client which statements are prepared; one it
 decides to prepare in that aborted pipeline never reaches the server, and a connection that
 believed otherwise failed every later save with "prepared statement "_pg3_N" does not exist".
-The applications here share a pool of one connection so that every save uses that connection.
+The applications here share a pool of one connection so that every save uses that connection,
+in a database of their own (the stand-in aggregates they save are no domain events).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from commands.numbers import NumberClaim
 from commands.webhooks import SecretRecord
 from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings
+from tests.support.databases import isolated
 from tests.support.processes import eventually
 
 pytestmark = pytest.mark.integration
@@ -43,10 +45,16 @@ class Thing(Aggregate):
     """Any aggregate: what matters is the side record saved with its event."""
 
 
+@pytest.fixture(scope="module")
+def own_database(stack_settings: Settings) -> Iterator[Settings]:
+    with isolated(stack_settings, f"{stack_settings.postgres.database}_sides") as settings:
+        yield settings
+
+
 @pytest.fixture
-def one_connection(stack_settings: Settings) -> Iterator[Container]:
-    pg = stack_settings.postgres.model_copy(update={"pool_min": 1, "pool_max": 1})
-    c = bootstrap(stack_settings.model_copy(update={"postgres": pg}))
+def one_connection(own_database: Settings) -> Iterator[Container]:
+    pg = own_database.postgres.model_copy(update={"pool_min": 1, "pool_max": 1})
+    c = bootstrap(own_database.model_copy(update={"postgres": pg}))
     yield c
     c.close()
 

@@ -8,7 +8,9 @@ Leader/follower, no extra thread: the first caller that finds no batch in flight
 leader and saves everything queued, in batches, until the queue is empty; the others wait for
 their own outcome. When a batch fails on a conflict (an optimistic-concurrency clash or a
 replayed idempotency key), the leader saves its commands one by one so that each caller gets
-its own answer and nobody pays for another's conflict.
+its own answer and nobody pays for another's conflict: whatever one of those saves raises (a
+conflict, or the database failing) is that command's answer alone, and the next command is still
+saved.
 """
 
 from __future__ import annotations
@@ -87,9 +89,11 @@ class GroupCommit:
                     pending.done.set()
 
     def _commit_one(self, pending: _Pending) -> None:
+        """Save one command alone; any error is its own answer (a conflict, or an
+        infrastructure error that says nothing about the commands saved after it)."""
         try:
             recordings = self._save(*pending.events, records=pending.records)
-        except IntegrityError as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to this command's caller
             pending.error = exc
             pending.done.set()
             return

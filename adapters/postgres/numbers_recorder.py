@@ -101,21 +101,24 @@ class NumbersPostgresRecorder(IdempotentPostgresRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        # prepared explicitly, as every statement of the insert pipeline (adapters/postgres/
+        # recorder.py): one that collides must not leave a later statement's Parse unchecked
         for r in kwargs.get("records") or ():
             if isinstance(r, NumberClaim):
                 curs.execute(self._claim, (r.e164, r.number_id, r.space_id, r.provider,
-                                           r.trunk_id))  # fmt: skip
+                                           r.trunk_id), prepare=True)  # fmt: skip
             elif isinstance(r, ClaimReleased):
-                curs.execute(self._unclaim, (r.e164, r.number_id))
+                curs.execute(self._unclaim, (r.e164, r.number_id), prepare=True)
             elif isinstance(r, TrunkSecretRecord):
                 curs.execute(self._put_trunk, (r.trunk_id, r.inbound_password,
-                                               r.outbound_password))  # fmt: skip
+                                               r.outbound_password), prepare=True)  # fmt: skip
             elif isinstance(r, TrunkSecretDropped):
-                curs.execute(self._drop_trunk, (r.trunk_id,))
+                curs.execute(self._drop_trunk, (r.trunk_id,), prepare=True)
             elif isinstance(r, AccountSecretRecord):
-                curs.execute(self._put_account, (r.account_id, Jsonb(dict(r.secrets))))
+                curs.execute(self._put_account, (r.account_id, Jsonb(dict(r.secrets))),
+                             prepare=True)  # fmt: skip
             elif isinstance(r, AccountSecretDropped):
-                curs.execute(self._drop_account, (r.account_id,))
+                curs.execute(self._drop_account, (r.account_id,), prepare=True)
         super()._insert_events(curs, stored_events, **kwargs)
 
     def _one(self, statement: Composed, *params: Any) -> DictRow | None:

@@ -51,12 +51,16 @@ class WebhooksPostgresRecorder(IdempotentPostgresRecorder):
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
+        # prepared explicitly, as every statement of the insert pipeline (adapters/postgres/
+        # recorder.py): one that collides must not leave a later statement's Parse unchecked
         for r in kwargs.get("records") or ():
             if isinstance(r, SecretRecord):
-                curs.execute(self._insert_secret, (r.endpoint_id, r.secret_version, r.secret))
+                curs.execute(self._insert_secret, (r.endpoint_id, r.secret_version, r.secret),
+                             prepare=True)  # fmt: skip
                 if r.previous_expires_at is not None:
                     at = r.previous_expires_at
-                    curs.execute(self._expire_older, (at, at, r.endpoint_id, r.secret_version))
+                    curs.execute(self._expire_older, (at, at, r.endpoint_id, r.secret_version),
+                                 prepare=True)  # fmt: skip
         super()._insert_events(curs, stored_events, **kwargs)
 
     def get_secret(self, endpoint_id: UUID, version: int) -> str | None:

@@ -2,7 +2,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, ProgrammingError
 
 from commands.group_commit import GroupCommit
 
@@ -29,6 +29,8 @@ class FakeStore:
             self.release.wait(5)
         if any(e.name.startswith("clash") for e in events):
             raise IntegrityError("conflict")
+        if len(events) == 1 and events[0].name.startswith("broken"):  # only when saved alone
+            raise ProgrammingError('prepared statement "_pg3_2" does not exist')
         recordings = []
         for e in events:
             self.position += 1
@@ -48,7 +50,7 @@ def run_concurrently(group, names):
     def go(name):
         try:
             results[name] = group.commit([event(name)])
-        except IntegrityError as exc:
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
             results[name] = exc
 
     for name in names:
@@ -99,3 +101,26 @@ def test_a_lone_command_is_saved_at_once_and_gets_its_position():
     group = GroupCommit(store.save)
     assert group.commit([event("x"), event("y")]) == 2
     assert group.commit([event("z")]) == 3
+
+
+def test_a_failing_retry_in_the_fallback_is_only_its_own_commands_answer():
+    store = FakeStore()
+    group = GroupCommit(store.save)
+    results, threads = run_concurrently(group, ["first"])
+    assert store.first_entered.wait(5)
+    answers, more_threads = [], []
+    for name in ["broken", "a", "clash", "b"]:  # queued in this order: the fallback's order
+        queued = len(group._queue)
+        answer, started = run_concurrently(group, [name])
+        answers.append(answer)
+        more_threads += started
+        while len(group._queue) == queued:
+            threading.Event().wait(0.01)
+    store.release.set()
+    for t in threads + more_threads:
+        t.join(5)
+    results = {k: v for answer in answers for k, v in answer.items()}
+    assert isinstance(results["broken"], ProgrammingError)
+    assert isinstance(results["clash"], IntegrityError)
+    assert isinstance(results["a"], int) and isinstance(results["b"], int)
+    assert sorted(map(tuple, store.calls[2:])) == [("a",), ("b",), ("broken",), ("clash",)]

@@ -50,9 +50,10 @@ class Space:
     def agent(self) -> str:
         return self.ok(("POST", "/api/agents", {"name": "Support"}))["id"]
 
-    def session(self, started: bool = True) -> dict[str, Any]:
+    def session(self, started: bool = True, channel: str = "web") -> dict[str, Any]:
         room = f"room-{uuid.uuid4().hex[:8]}"
-        made = self.ok(("POST", "/api/sessions", {"agent_id": self.agent(), "room_name": room}))
+        body = {"agent_id": self.agent(), "room_name": room, "channel": channel}
+        made = self.ok(("POST", "/api/sessions", body))
         if started:
             self.ok(("PATCH", f"/api/sessions/{made['id']}", {"status": "in_progress"}))
         return made
@@ -102,7 +103,8 @@ ROUTES: dict[str, Callable[[Space, Any], Request]] = {
         "POST", f"/api/sessions/by-room/{s.session()['room_name']}/end", {"reason": "hangup"}
     ),
     "transfer": lambda s, c: (
-        "POST", f"/api/sessions/{s.session()['id']}/transfer", {"mode": "warm", "target": "+1555"}
+        "POST", f"/api/sessions/{s.session(channel='twilio_sip')['id']}/transfer",
+        {"mode": "warm", "target": "+15559999"}
     ),
     "usage event": lambda s, c: ("POST", "/api/usage/events", {
         "session_id": s.session()["id"], "provider": "openai", "model": "gpt-4o-mini",

@@ -15,6 +15,8 @@ from pydantic import SecretStr
 from adapters.telephony import refusals
 from commands.numbers import ReleaseNumber
 from tests.integration.test_twilio_webhooks import Space, said
+from tests.integration.test_voximplant_api import Space as VoxSpace
+from tests.integration.test_voximplant_api import new_number
 from tests.support.fake_twilio import FakeTwilio, signature, via_client
 from tests.support.processes import eventually
 
@@ -156,3 +158,39 @@ def test_a_failure_to_record_still_answers_politely(owner, client, monkeypatch):
     answered = owner.fake.incoming_call(e164)
     assert answered.status == 200 and "nobody is answering" in said(answered.body)
     assert refusals.NOT_RECORDED["failed"] == before + 1
+
+
+def test_voximplant_refusals_are_recorded_only_with_the_numbers_route_token(
+    client, issuer, api_container
+):
+    vox = VoxSpace(client, issuer, api_container)
+    idle = new_number()
+    idle_id = vox.provision(idle, assign=False)
+    body = vox.inbound(idle, caller="+447911123456")
+    for _ in range(2):  # the scenario retries: the same session, recorded once
+        resp = client.post("/api/voximplant/route", json=body, headers=vox.auth())
+        assert resp.status_code == 200 and resp.json()["reason"] == "number_unassigned"
+    (item,) = listed(client, vox, idle_id, 1)
+    assert (item["provider"], item["reason"], item["caller"], item["provider_call_id"]) == (
+        "voximplant", "number_unassigned", "+447911123456", body["session_id"],
+    )  # fmt: skip
+
+    numbers = vox.container.numbers
+    numbers.release_number(vox.actor, ReleaseNumber(number_id=idle_id))
+    eventually(
+        lambda: client.get(f"{N}/{idle_id}", headers=vox.headers).json()["status"]
+        == "released",
+        timeout=60, what="the number released in the read model",
+    )  # fmt: skip
+    stranger = VoxSpace(client, issuer, api_container)
+    before = refusals.NOT_RECORDED["not_authenticated"]
+    forged = client.post("/api/voximplant/route", json=vox.inbound(idle), headers=stranger.auth())
+    assert forged.status_code == 200 and forged.json()["action"] == "refuse"
+    assert refusals.NOT_RECORDED["not_authenticated"] == before + 1
+    released = vox.inbound(idle)
+    resp = client.post("/api/voximplant/route", json=released, headers=vox.auth())
+    assert resp.json()["reason"] == "unknown_number"  # what the scenario hears is unchanged
+    items = listed(client, vox, idle_id, 2)
+    assert [(i["reason"], i["provider_call_id"]) for i in items] == [
+        ("number_released", released["session_id"]), ("number_unassigned", body["session_id"]),
+    ]  # fmt: skip

@@ -14,6 +14,10 @@ transaction:
 
 ``route(e164)`` is the lookup of every inbound entry point: it reads the claims and the
 aggregate (the write side), so a number assigned a moment ago routes at once.
+
+``record_refusal`` records a call refused at the door of one of the space's numbers
+(``number.call_refused``, a ``RefusedCall`` aggregate per call, see ``domain/refused_calls.py``):
+once per provider call id, whatever the provider retries.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ from pydantic import Field, field_validator, model_validator
 from commands.agents import Actor, ConcurrentModification, VersionMismatch
 from commands.group_commit import GroupCommit
 from commands.idempotency import Key
+from commands.signals import iso_ms
 from commands.telephony import Capability, ProviderCredentials, ProviderName
 from commands.writes import IdempotentWrites, Written
+from domain.numbers import Moment
 from domain.phone_numbers import CAPABILITIES, InvalidPhoneNumber, PhoneNumber, normalise_e164
 from domain.provider_accounts import ACCOUNT_PROVIDERS, ProviderAccount, account_id_of
+from domain.refused_calls import MAX_PROVIDER_CALL_ID, RefusedCall, refusal_id
 from domain.sip_trunks import InvalidTrunk, SipTrunk, TrunkSpec
 from domain.text import Storable, max_json_bytes
 
@@ -147,6 +154,23 @@ class SetCallerId(Storable):
 class ReleaseNumber(Storable):
     number_id: UUID
     expected_version: int | None = None
+
+
+RefusalReason = Literal[
+    "number_unassigned", "number_released", "agent_unavailable", "provider_mismatch",
+    "trunk_unauthenticated",
+]  # fmt: skip
+
+
+class RecordRefusal(Storable):
+    """A call to ``number_id`` was refused at the door (the caller heard a polite refusal)."""
+
+    number_id: UUID
+    provider: NumberProviderName = Field(description="The provider that brought the call.")
+    caller: str | None = Field(None, max_length=64, description="The caller id, as given.")
+    reason: RefusalReason
+    provider_call_id: str = Field(min_length=1, max_length=MAX_PROVIDER_CALL_ID)
+    at: Moment
 
 
 Password = Annotated[str, Field(min_length=8, max_length=256)]
@@ -359,6 +383,38 @@ class NumbersApplication(Application[UUID]):
             provider=number.provider, agent_id=number.inbound_agent_id,
             trunk_id=number.trunk_id, status=number.status,
         )  # fmt: skip
+
+    def record_refusal(self, actor: Actor, cmd: RecordRefusal) -> Result:
+        """Record that a call to one of the space's numbers (released ones included) was
+        refused; ``NumberNotFound`` outside the space. The provider's call id makes it
+        idempotent: a retried webhook answers the first record (``replayed``)."""
+        number = self.get_number(actor, cmd.number_id)
+        existing = self._refusal(number.id, cmd.provider, cmd.provider_call_id)
+        if existing is not None:
+            return existing
+        refusal = RefusedCall.record(
+            space_id=number.space_id, number_id=number.id, e164=number.e164,
+            provider=cmd.provider, caller=cmd.caller, reason=cmd.reason,
+            provider_call_id=cmd.provider_call_id, at=iso_ms(cmd.at),
+        )  # fmt: skip
+        try:
+            written = self._writes.save(actor.space_id, refusal, None, "record_refusal", None)
+        except ConcurrentModification:  # the same call, recorded by a concurrent retry
+            existing = self._refusal(number.id, cmd.provider, cmd.provider_call_id)
+            if existing is None:
+                raise
+            return existing
+        return Result(written.id, written.version, written.position, written.aggregate)
+
+    def _refusal(self, number_id: UUID, provider: str, provider_call_id: str) -> Result | None:
+        ident = refusal_id(number_id, provider, provider_call_id)
+        try:
+            refusal: RefusedCall = self.repository.get(ident)
+        except AggregateNotFoundError:
+            return None
+        recorder: Any = self.recorder
+        position = recorder.position_of(refusal.id, refusal.version)
+        return Result(refusal.id, refusal.version, position, refusal, replayed=True)
 
     # -- SIP trunks -------------------------------------------------------------------------
     def create_trunk(self, actor: Actor, cmd: CreateTrunk, idempotency_key: Key = None) -> Result:

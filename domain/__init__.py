@@ -4,6 +4,22 @@ The aggregate modules are imported here so that ``domain.catalogue`` sees every 
 whichever domain module is loaded first.
 """
 
-from domain import agents, calls, phone_numbers, provider_accounts, sip_trunks, webhooks
+from domain import (
+    agents,
+    calls,
+    phone_numbers,
+    provider_accounts,
+    refused_calls,
+    sip_trunks,
+    webhooks,
+)
 
-__all__ = ["agents", "calls", "phone_numbers", "provider_accounts", "sip_trunks", "webhooks"]
+__all__ = [
+    "agents",
+    "calls",
+    "phone_numbers",
+    "provider_accounts",
+    "refused_calls",
+    "sip_trunks",
+    "webhooks",
+]

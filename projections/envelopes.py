@@ -13,7 +13,9 @@ from projections.agents import MalformedEnvelope, agent_row, is_agent_event
 from projections.calls import CallEvent, is_call_event, parse_call_event
 from projections.numbers import (
     NUMBER_TYPES,
+    REFUSAL_TYPES,
     clickhouse_number_row,
+    clickhouse_refused_call_row,
     is_numbers_event,
     number_row,
 )
@@ -65,10 +67,13 @@ def number_rows(env: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
 
 def ch_number_rows(
     env: dict[str, Any] | None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``(events rows, numbers rows)`` for ClickHouse: every envelope of the numbers topic goes
-    to ``events``; number events also to the ``numbers`` dimension."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(events rows, numbers rows, refused_calls rows)`` for ClickHouse: every envelope of the
+    numbers topic goes to ``events``; number events also to the ``numbers`` dimension, refused
+    calls to ``refused_calls``."""
     if env is None:
-        return [], []
-    numbers = [clickhouse_number_row(env)] if env.get("type") in NUMBER_TYPES else []
-    return [ch_rows.clickhouse_event_row(env)], numbers
+        return [], [], []
+    kind = env.get("type")
+    numbers = [clickhouse_number_row(env)] if kind in NUMBER_TYPES else []
+    refused = [clickhouse_refused_call_row(env)] if kind in REFUSAL_TYPES else []
+    return [ch_rows.clickhouse_event_row(env)], numbers, refused

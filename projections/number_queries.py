@@ -82,6 +82,29 @@ def number_for_e164(conn: Connection[Any], space_id: str, e164: str) -> Any:
         return cur.fetchone()
 
 
+def list_refused_calls(
+    conn: Connection[Any], space_id: str, number_id: UUID, *, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the calls refused at ``number_id`` (newest first), and how many there are."""
+    condition = "space_id = %s AND number_id = %s"
+    return _page(conn, "refused_calls", condition, [space_id, number_id], limit, offset)
+
+
+def released_number_for_e164(conn: Connection[Any], e164: str) -> Any:
+    """The number ``e164`` that was released last, in whichever space, or None: where a call
+    to a number that is no longer anybody's is recorded (trusted entry points only; never
+    answer it to a space)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            SQL(
+                "SELECT {cols} FROM numbers WHERE e164 = %s AND status = 'released' "
+                "ORDER BY released_at DESC NULLS LAST, updated_at DESC, id LIMIT 1"
+            ).format(cols=_columns("numbers")),
+            (e164,),
+        )
+        return cur.fetchone()
+
+
 def caller_id_of(conn: Connection[Any], space_id: str, agent_id: UUID) -> Any:
     """The active number ``agent_id`` calls out from (the latest set), or None."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -2,8 +2,10 @@
 models and its ClickHouse dimension (DESIGN §5).
 
 Every number, trunk and provider-account event carries the whole public state as of that event,
-so one envelope is enough to build its row. No I/O here; ``projections.numbers_view`` applies the
-rows with the tracking record. Secrets never reach here (they are not in events).
+so one envelope is enough to build its row; ``number.call_refused`` (one aggregate per refused
+call) becomes a row of ``refused_calls`` and of ClickHouse ``refused_calls``. No I/O here;
+``projections.numbers_view`` applies the rows with the tracking record. Secrets never reach
+here (they are not in events).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ ACCOUNT_TYPES = frozenset({
     "provider_account.connected", "provider_account.updated", "provider_account.reconnected",
     "provider_account.disconnected",
 })  # fmt: skip
-CREATED_TYPES = frozenset({"number.provisioned", "trunk.created", "provider_account.connected"})
+REFUSAL_TYPES = frozenset({"number.call_refused"})
+CREATED_TYPES = frozenset({
+    "number.provisioned", "trunk.created", "provider_account.connected", "number.call_refused",
+})  # fmt: skip
 
 # table -> {column: PostgreSQL type}, in the order the view writes them
 TABLES: dict[str, dict[str, str]] = {
@@ -44,6 +49,12 @@ TABLES: dict[str, dict[str, str]] = {
         "connected": "boolean", "created_at": "timestamptz", "updated_at": "timestamptz",
         "version": "bigint", "position": "bigint",
     },
+    "refused_calls": {
+        "id": "uuid", "space_id": "text", "number_id": "uuid", "e164": "text",
+        "provider": "text", "caller": "text", "reason": "text", "provider_call_id": "text",
+        "at": "timestamptz", "created_at": "timestamptz", "updated_at": "timestamptz",
+        "version": "bigint", "position": "bigint",
+    },
 }  # fmt: skip
 
 CLICKHOUSE_NUMBER_COLUMNS = (
@@ -52,9 +63,14 @@ CLICKHOUSE_NUMBER_COLUMNS = (
     "version",
 )  # fmt: skip
 
+CLICKHOUSE_REFUSED_CALL_COLUMNS = (
+    "refusal_id", "space_id", "number_id", "e164", "country_code", "provider", "caller",
+    "reason", "provider_call_id", "at", "at_ms", "position",
+)  # fmt: skip
+
 
 def is_numbers_event(env: dict[str, Any]) -> bool:
-    return env.get("type") in NUMBER_TYPES | TRUNK_TYPES | ACCOUNT_TYPES
+    return env.get("type") in NUMBER_TYPES | TRUNK_TYPES | ACCOUNT_TYPES | REFUSAL_TYPES
 
 
 def _uuid(value: Any) -> str | None:
@@ -108,6 +124,15 @@ def number_row(env: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             return "sip_trunks", {
                 **base, "name": _text(trunk["name"], "trunk.name"), "trunk": trunk,
                 "deleted": kind == "trunk.deleted",
+            }  # fmt: skip
+        if kind in REFUSAL_TYPES:
+            return "refused_calls", {
+                **base, "number_id": _uuid(data["number_id"]), "e164": _text(data["e164"], "e164"),
+                "provider": _text(data["provider"], "provider"),
+                "caller": _text(data.get("caller"), "caller", optional=True),
+                "reason": _text(data["reason"], "reason"),
+                "provider_call_id": _text(data["provider_call_id"], "provider_call_id"),
+                "at": parse_occurred_at(data["at"]),
             }  # fmt: skip
         if kind in ACCOUNT_TYPES:
             return "provider_accounts", {
@@ -165,4 +190,26 @@ def clickhouse_number_row(env: dict[str, Any]) -> dict[str, Any]:
         "updated_at": updated.replace(microsecond=0),
         "updated_at_ms": updated.microsecond // 1000,
         "version": row["version"],
+    }
+
+
+def clickhouse_refused_call_row(env: dict[str, Any]) -> dict[str, Any]:
+    """A row of ClickHouse ``refused_calls`` for a ``number.call_refused`` event."""
+    table, row = number_row(env)
+    if table != "refused_calls":
+        raise MalformedEnvelope(f"not a refused call: {env.get('type')!r}")
+    at, e164 = row["at"], row["e164"]
+    return {
+        "refusal_id": row["id"],
+        "space_id": row["space_id"],
+        "number_id": row["number_id"],
+        "e164": e164,
+        "country_code": calling_code(e164),
+        "provider": row["provider"],
+        "caller": row["caller"] or "",
+        "reason": row["reason"],
+        "provider_call_id": row["provider_call_id"],
+        "at": at.replace(microsecond=0),
+        "at_ms": at.microsecond // 1000,
+        "position": row["position"],
     }

@@ -73,6 +73,27 @@ class NumberPage(BaseModel):
     offset: int
 
 
+class RefusedCallPublic(BaseModel):
+    id: UUID = Field(description="The refusal (one per provider call).")
+    number_id: UUID
+    e164: str = Field(description="The number dialed.")
+    provider: NumberProviderName = Field(description="The provider that brought the call.")
+    caller: str | None = Field(description="The caller id, as the provider gave it.")
+    reason: Literal[
+        "number_unassigned", "number_released", "agent_unavailable", "provider_mismatch",
+        "trunk_unauthenticated",
+    ]  # fmt: skip
+    provider_call_id: str = Field(description="Twilio's CallSid, VoxImplant's session id...")
+    at: datetime = Field(description="When the call was refused.")
+
+
+class RefusedCallPage(BaseModel):
+    items: list[RefusedCallPublic]
+    total: int
+    limit: int
+    offset: int
+
+
 class SearchResult(BaseModel):
     items: list[AvailableNumber]
 

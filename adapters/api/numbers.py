@@ -38,6 +38,8 @@ from adapters.api.number_schemas import (
     NumberPage,
     NumberProvision,
     NumberPublic,
+    RefusedCallPage,
+    RefusedCallPublic,
     SearchResult,
 )
 from adapters.api.openapi import errors
@@ -259,6 +261,28 @@ async def get_number(
         raise ApiError(404, "number_not_found", f"No number {number_id} in your space.")
     response.headers["ETag"] = f'"{row["version"]}"'
     return _public_from_row(row)
+
+
+@router.get("/numbers/{number_id}/refused-calls", response_model=RefusedCallPage,
+            responses=errors("number_not_found"))  # fmt: skip
+async def list_refused_calls(
+    request: Request, caller: CallerDep, number_id: UUID, limit: Limit = 50, offset: Offset = 0
+) -> RefusedCallPage:
+    """Calls to the number that were refused politely (unassigned, released, agent unavailable,
+    another provider...), newest first. Calls to numbers that are nobody's are not recorded."""
+    container = container_of(request)
+    await anyio.to_thread.run_sync(container.numbers.get_number, actor(caller), number_id)
+
+    def page() -> tuple[list[dict[str, Any]], int]:
+        with container.pool.connection() as conn:
+            return number_queries.list_refused_calls(
+                conn, caller.space_id, number_id, limit=limit, offset=offset
+            )
+
+    rows, total = await anyio.to_thread.run_sync(page)
+    fields = RefusedCallPublic.model_fields
+    items = [RefusedCallPublic(**{k: v for k, v in r.items() if k in fields}) for r in rows]
+    return RefusedCallPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post("/numbers/{number_id}/assign", response_model=NumberPublic,

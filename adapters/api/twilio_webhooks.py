@@ -4,7 +4,9 @@
 agent from ``To`` (``NumbersApplication.route``: the number's space and the agent assigned to
 it), an outbound call we placed names our call in the URL (``?call_id=``, put there by the
 adapter when it placed the call). The answer is TwiML connecting the call to the bridge, or a
-polite ``<Say>`` and ``<Hangup>`` when the number is unknown, released or has no agent.
+polite ``<Say>`` and ``<Hangup>`` when the number is unknown, released or has no agent; such a
+refusal is recorded (``number.call_refused`` in the number's space, once per CallSid) when the
+number is one we know, only logged and counted when not (``adapters/telephony/refusals.py``).
 
 ``POST /api/twilio/status``: Twilio's status callbacks become ``call.provider_status`` signals
 on the provider ingress topic; ingest turns them into call events. When answering-machine
@@ -50,6 +52,7 @@ from adapters.api.telephony import stream_parameters
 from adapters.livekit.rooms import CallRoom, LiveKitRooms
 from adapters.services import Services
 from adapters.telephony import twiml
+from adapters.telephony.refusals import record_refusal
 from commands.agents import Actor, AgentNotFound
 from commands.call_commands import InitiateCall
 from commands.calls import CallNotFound
@@ -68,10 +71,17 @@ FORM = "application/x-www-form-urlencoded"
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 # inbound calls get an id derived from Twilio's CallSid, so a status callback finds its call
 TWILIO_CALLS = uuid.UUID("5d2c4f0e-7a51-4c8e-9a77-3f1f4f7b2c10")
-# calls refused at the door, by reason (no call record can hold them: there is no agent)
+# calls refused at the door, by reason (no call record can hold them: there is no agent; the
+# refusals of numbers we know are recorded as number.call_refused)
 REFUSED: Counter[str] = Counter()
+# our reasons -> the recorded ones (call_not_found is a call we placed, not a number's refusal)
+RECORDED_AS = {
+    "unknown_number": "unknown_number", "provider_mismatch": "provider_mismatch",
+    "no_agent": "number_unassigned", "unavailable": "agent_unavailable",
+}  # fmt: skip
 SORRY = {
     "unknown_number": "Sorry, this number is not in service. Goodbye.",
+    "provider_mismatch": "Sorry, this number is not in service. Goodbye.",
     "no_agent": "Sorry, nobody is answering this number right now. Goodbye.",
     "unavailable": "Sorry, this number cannot take calls right now. Goodbye.",
     "call_not_found": "Sorry, this call cannot be connected. Goodbye.",
@@ -179,9 +189,18 @@ async def _verified(
     return form, route
 
 
-def _refuse(reason: str, form: dict[str, str], number: str | None) -> Response:
+async def _refuse(
+    container: Services, reason: str, form: dict[str, str], number: str | None
+) -> Response:
+    """The polite answer; the refusal recorded first when it is a number's (never raises)."""
     REFUSED[reason] += 1
     log.warning("Twilio call %s to %s refused: %s", form.get("CallSid"), number or "?", reason)
+    recorded = RECORDED_AS.get(reason)
+    if recorded is not None:
+        await record_refusal(
+            container, provider="twilio", e164=number, caller=form.get("From") or None,
+            reason=recorded, provider_call_id=form["CallSid"],
+        )  # fmt: skip
     return Response(twiml.refuse(SORRY[reason]), media_type=XML)
 
 
@@ -216,7 +235,7 @@ async def twilio_voice(
     if call_id is not None:  # a call we placed: its room is open, the agent waits in it
         call = await _our_call(container, route, call_id)
         if call is None or call.ended_at is not None or call.channel != "twilio_media_streams":
-            return _refuse("call_not_found", form, number)
+            return await _refuse(container, "call_not_found", form, number)
         room = CallRoom(
             call_id=str(call.id), space_id=call.space_id, agent_id=call.agent_id,
             agent_config_version=call.agent_config_version, room_name=call.room_name,
@@ -225,10 +244,12 @@ async def twilio_voice(
         if ANSWERED_BY.get(form.get("AnsweredBy", "")) == "machine":
             await machine_answered(container, call)
         return _connect(container, room)
-    if route is None or route.status != "active" or route.provider != "twilio":
-        return _refuse("unknown_number", form, number)
+    if route is None or route.status != "active":
+        return await _refuse(container, "unknown_number", form, number)
+    if route.provider != "twilio":
+        return await _refuse(container, "provider_mismatch", form, number)
     if route.agent_id is None:
-        return _refuse("no_agent", form, number)
+        return await _refuse(container, "no_agent", form, number)
     try:
         cmd = InitiateCall(
             agent_id=route.agent_id, direction="inbound", channel="twilio_media_streams",
@@ -244,7 +265,7 @@ async def twilio_voice(
         _call, room, _replayed = await open_call(container, who, cmd, f"twilio-{form['CallSid']}")
     except (AgentNotFound, AgentArchived, ProviderUnavailable) as exc:
         log.warning("Twilio call %s to agent %s: %s", form["CallSid"], route.agent_id, exc)
-        return _refuse("unavailable", form, number)
+        return await _refuse(container, "unavailable", form, number)
     return _connect(container, room)
 
 

@@ -12,7 +12,10 @@ therefore never reaches another space's numbers or calls.
   URL and parameters, like ``POST /api/telephony/streams``. Outbound (``call_id`` of the call
   our API placed): the stream of that call, minted when the callee answers. A number we do not
   know, a released or unassigned one, or an agent that cannot take calls is a polite refusal
-  the scenario speaks (logged), never an error page.
+  the scenario speaks, never an error page. An inbound refusal at a number we know is recorded
+  (``number.call_refused``, once per session id) when the request carries the route token of
+  the number's space; a number we do not know is only logged and counted
+  (``adapters/telephony/refusals.py``).
 - ``POST /status``: the scenario's call statuses, produced as ``call.provider_status`` signals.
 """
 
@@ -36,6 +39,7 @@ from adapters.api.openapi import errors
 from adapters.livekit.rooms import CallRoom
 from adapters.services import Services
 from adapters.telephony import tokens, twiml
+from adapters.telephony.refusals import SpaceCheck, record_refusal
 from adapters.telephony.voximplant import route_token as derive_route_token
 from adapters.telephony.voximplant import tokens_match
 from commands.agents import Actor, AgentNotFound
@@ -147,6 +151,35 @@ def _refuse(reason: str, body: RouteRequest, why: str) -> RouteAnswer:
     return RouteAnswer(action="refuse", reason=reason, message=SORRY)
 
 
+async def _refused(
+    container: Services,
+    reason: str,
+    body: RouteRequest,
+    why: str,
+    e164: str | None,
+    space_check: SpaceCheck | None = None,
+) -> RouteAnswer:
+    """``_refuse``, the inbound refusal recorded first (see the module; never raises)."""
+    answer = _refuse(reason, body, why)
+    await record_refusal(
+        container, provider="voximplant", e164=e164, caller=_caller(body.caller_number),
+        reason=reason, provider_call_id=body.session_id, space_check=space_check,
+    )  # fmt: skip
+    return answer
+
+
+def _token_of(container: Services, authorization: str | None, account_id: str) -> SpaceCheck:
+    """Whether the request carries the route token of a space's account (before it is known
+    which space, if any, the number belongs to)."""
+
+    async def check(space_id: str) -> bool:
+        creds = await _credentials(container, space_id)
+        token = _bearer(authorization)
+        return creds is not None and tokens_match(token, creds) and creds.account_id == account_id
+
+    return check
+
+
 async def _credentials(container: Services, space_id: str) -> ProviderCredentials | None:
     return await run_in_threadpool(container.numbers.credentials, space_id, "voximplant")
 
@@ -194,10 +227,16 @@ async def route_call(
     try:
         e164 = _e164(ours or "")
     except DomainError as exc:
-        return _refuse("unknown_number", body, str(exc))
+        if outbound:
+            return _refuse("unknown_number", body, str(exc))
+        return await _refused(container, "unknown_number", body, str(exc), None)
     route = await run_in_threadpool(container.numbers.route, e164)
     if route is None or route.provider != "voximplant":
-        return _refuse("unknown_number", body, "no active VoxImplant number")
+        why = "no active VoxImplant number"
+        if outbound:
+            return _refuse("unknown_number", body, why)
+        check = _token_of(container, authorization, body.account_id)
+        return await _refused(container, "unknown_number", body, why, e164, check)
     _check(await _credentials(container, route.space_id), _bearer(authorization), body.account_id)
     who = Actor(space_id=route.space_id, subject=SUBJECT)
     if body.call_id is not None:
@@ -214,7 +253,9 @@ async def route_call(
         )  # fmt: skip
         return _stream(container, room)
     if route.agent_id is None:
-        return _refuse("number_unassigned", body, "no agent answers this number")
+        return await _refused(
+            container, "number_unassigned", body, "no agent answers this number", e164
+        )
     cmd = InitiateCall(
         agent_id=route.agent_id, direction="inbound", channel=CHANNEL,
         from_number=_caller(body.caller_number), to_number=e164,
@@ -224,7 +265,7 @@ async def route_call(
             container, who, cmd, f"voximplant-{body.session_id}"
         )
     except (AgentNotFound, AgentArchived, ProviderUnavailable) as exc:
-        return _refuse("agent_unavailable", body, str(exc))
+        return await _refused(container, "agent_unavailable", body, str(exc), e164)
     return _stream(container, room)
 
 

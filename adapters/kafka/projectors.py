@@ -32,7 +32,7 @@ from projections.envelopes import (
     pg_events,
     pg_rows,
 )
-from projections.numbers import CLICKHOUSE_NUMBER_COLUMNS
+from projections.numbers import CLICKHOUSE_NUMBER_COLUMNS, CLICKHOUSE_REFUSED_CALL_COLUMNS
 from projections.numbers_view import apply_number_rows
 from projections.pricing import catalog_from_settings
 
@@ -142,6 +142,8 @@ def build_faust_app(container: Services, *, app_id: str | None = None) -> Any:
             insert_rows(client, "events", events, columns=ch_rows.EVENT_COLUMNS)
             numbers = [r for i in items for r in i.value[1]]
             insert_rows(client, "numbers", numbers, columns=CLICKHOUSE_NUMBER_COLUMNS)
+            refused = [r for i in items for r in i.value[2]]
+            insert_rows(client, "refused_calls", refused, columns=CLICKHOUSE_REFUSED_CALL_COLUMNS)
 
         numbers_link.run(insert)
 

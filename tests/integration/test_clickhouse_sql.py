@@ -32,7 +32,12 @@ from projections.clickhouse_rows import (
     clickhouse_agent_row,
     clickhouse_event_row,
 )
-from projections.numbers import CLICKHOUSE_NUMBER_COLUMNS, clickhouse_number_row
+from projections.numbers import (
+    CLICKHOUSE_NUMBER_COLUMNS,
+    CLICKHOUSE_REFUSED_CALL_COLUMNS,
+    clickhouse_number_row,
+    clickhouse_refused_call_row,
+)
 from projections.pricing import catalog_from_settings
 from tests.support.call_stream import build_calls
 
@@ -118,6 +123,25 @@ def number_envelopes() -> list[dict[str, Any]]:
     return envs
 
 
+def refusal_envelopes() -> list[dict[str, Any]]:
+    """Calls refused at the numbers of ``number_envelopes``: two at the first space's, one at
+    the number the other space released."""
+    from domain.contract import envelope
+    from domain.refused_calls import RefusedCall
+    from tests.support.call_stream import OTHER, SPACE
+
+    cases = [(SPACE, 1, "number_unassigned", "+15550001"), (SPACE, 1, "agent_unavailable", None),
+             (OTHER, 2, "number_released", "+15550002")]  # fmt: skip
+    return [
+        envelope(RefusedCall.record(
+            space_id=space, number_id=uuid.UUID(int=n), e164="+1555", provider="twilio",
+            caller=caller, reason=reason, provider_call_id=f"CA{i}",
+            at=iso_ms(datetime(2025, 3, 2, 9, i, tzinfo=UTC)),
+        ).collect_events()[0], 600 + i)
+        for i, (space, n, reason, caller) in enumerate(cases)
+    ]  # fmt: skip
+
+
 def literal(value: Any) -> str:
     if value is None:
         return "NULL"
@@ -145,10 +169,12 @@ def load(
     events = [clickhouse_event_row(e) for e in envs]
     agents = [clickhouse_agent_row(e) for e in envs]
     numbers = [clickhouse_number_row(e) for e in number_envelopes()]
+    refused = [clickhouse_refused_call_row(e) for e in refusal_envelopes()]
     for _ in range(2):  # a redelivered batch: duplicates are harmless
         insert(f"{db}.events", EVENT_COLUMNS, events)
         insert(f"{db}.agents", AGENT_COLUMNS, agents)
         insert(f"{db}.numbers", CLICKHOUSE_NUMBER_COLUMNS, numbers)
+        insert(f"{db}.refused_calls", CLICKHOUSE_REFUSED_CALL_COLUMNS, refused)
         for table, rows in call_tables().items():
             columns = CH_CALL_COLUMNS if table == "calls" else CH_CALL_EVENT_COLUMNS[table]
             if rows:  # the sample stream has no phone-leg statuses
@@ -191,7 +217,7 @@ def chdb_session() -> Iterator[Query]:
 
 def test_server_and_chdb_run_the_same_schema(server: Query, chdb_session: Query) -> None:
     sql = "SELECT name FROM system.tables WHERE database = '{db}' ORDER BY name"
-    tables = ["agents", "calls", "dtmf", "events", "numbers", "provider_statuses"]
+    tables = ["agents", "calls", "dtmf", "events", "numbers", "provider_statuses", "refused_calls"]
     tables += ["tool_calls", "transcripts", "turns", "usage"]
     assert server(sql) == chdb_session(sql) == [(t,) for t in tables]
 
@@ -251,3 +277,13 @@ def test_calls_per_number_counts_the_inbound_calls_of_the_number_in_their_space(
 
 def test_the_analytics_doc_holds_the_example_queries() -> None:
     assert len(QUERIES) >= 14 and all("SELECT" in q and "{db}." in q for q in QUERIES.values())
+
+
+def test_refused_calls_inserted_twice_count_once(server: Query) -> None:
+    from tests.support.call_stream import OTHER, SPACE
+
+    rows = server(QUERIES["refused calls per number and reason"])
+    assert sorted(rows) == sorted([
+        (SPACE, "+1555", "agent_unavailable", "1"), (SPACE, "+1555", "number_unassigned", "1"),
+        (OTHER, "+1555", "number_released", "1"),
+    ])  # fmt: skip

@@ -64,7 +64,8 @@ class Space:
         self.provider = TwilioProvider(TelephonySettings(twilio_api_base_url=fake.base_url))
 
     def buy(self, *, assign: bool = True) -> tuple[str, uuid.UUID]:
-        e164 = f"+1415555{uuid.uuid4().int % 10_000:04d}"
+        # one of 8 million numbers: the session's database keeps every number provisioned
+        e164 = f"+1415{uuid.uuid4().int % 8_000_000 + 2_000_000:07d}"
         self.fake.offer(e164)
         bought = self.provider.buy(self.creds, e164, URLS)
         number_id = self.container.numbers.provision_number(

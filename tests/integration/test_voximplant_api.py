@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def new_number() -> str:
-    return f"+1212555{uuid.uuid4().int % 10_000:04d}"
+    return f"+1212{uuid.uuid4().int % 8_000_000 + 2_000_000:07d}"  # one of 8 million
 
 
 class Space:

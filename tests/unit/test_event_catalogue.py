@@ -8,6 +8,7 @@ from domain.agents import VoiceAgent
 from domain.calls import Call
 from domain.phone_numbers import PhoneNumber
 from domain.provider_accounts import ProviderAccount
+from domain.refused_calls import RefusedCall
 from domain.sip_trunks import SipTrunk
 from domain.webhooks import WebhookEndpoint
 from infra.settings import REPO_ROOT
@@ -22,7 +23,7 @@ EVENTS = [
     WebhookEndpoint.Created, WebhookEndpoint.Updated, WebhookEndpoint.SecretRotated,
     WebhookEndpoint.Disabled, WebhookEndpoint.Deleted,
     PhoneNumber.Created, PhoneNumber.Assigned, PhoneNumber.Unassigned, PhoneNumber.CallerIdSet,
-    PhoneNumber.CallerIdCleared, PhoneNumber.Released,
+    PhoneNumber.CallerIdCleared, PhoneNumber.Released, RefusedCall.Created,
     SipTrunk.Created, SipTrunk.Updated, SipTrunk.Deleted,
     ProviderAccount.Created, ProviderAccount.Updated, ProviderAccount.Reconnected,
     ProviderAccount.Disconnected,

@@ -128,6 +128,7 @@ class StreamSession:
         self.stale_until: float | None = None  # dropping the interrupted reply's tail until then
         self.stale_quiet = 0
         self.outbound_open = False  # VoxImplant: our own stream's start has been sent
+        self.binary_media = callable(getattr(protocol, "parse_binary", None))
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
         self.ending = False
@@ -259,13 +260,18 @@ class StreamSession:
 
     async def _next(self) -> Any:
         """The next parsed message; malformed ones are logged and skipped (too many in a row
-        close the stream); a closed socket ends the stream."""
+        close the stream); a closed socket ends the stream. Binary frames are audio for a
+        protocol that has ``parse_binary`` (SIP), a protocol error for the others."""
         while True:
             raw = await self.ws.receive()
             arrived = time.perf_counter_ns()
-            if raw.type == WSMsgType.TEXT:
+            binary = raw.type == WSMsgType.BINARY and self.binary_media
+            if raw.type == WSMsgType.TEXT or binary:
                 try:
-                    message = self.protocol.parse(raw.data)
+                    if binary:
+                        message = self.protocol.parse_binary(raw.data)
+                    else:
+                        message = self.protocol.parse(raw.data)
                 except ProtocolError as exc:
                     self._bad(exc)
                     continue
@@ -418,7 +424,7 @@ class StreamSession:
                     await self.ws.send_str(opening)
             chunk = bytes(self.out[: self.frame_bytes])
             del self.out[: self.frame_bytes]
-            await self.ws.send_str(self.protocol.media(chunk))
+            await self._send(self.protocol.media(chunk))
             if self.reply_open:
                 self.reply_bytes += len(chunk)
             self._sent(len(chunk), paced=n == 0)
@@ -434,6 +440,13 @@ class StreamSession:
             else:  # no marks (VoxImplant): paced in real time, the reply is out as it is sent
                 self.marks_heard += 1
                 self.metrics.counters["marks_heard"] += 1
+
+    async def _send(self, frame: str | bytes) -> None:
+        """A protocol's frame: text (JSON) or, for audio in binary frames (SIP), bytes."""
+        if isinstance(frame, bytes):
+            await self.ws.send_bytes(frame)
+        else:
+            await self.ws.send_str(frame)
 
     def _sent(self, size: int, paced: bool) -> None:
         sent = time.perf_counter_ns()

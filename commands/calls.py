@@ -201,6 +201,11 @@ class CallsApplication(Application[UUID]):
             raise CallNotFound(f"call {call_id} not found")
         return call
 
+    def call_of(self, call_id: UUID) -> Call | None:
+        """Any space's call, or None (for our SIP service's reports: trusted infrastructure
+        that names a call by its id alone; never for a caller's request)."""
+        return self._load(call_id)
+
     # -- the batch path of ingest ---------------------------------------------------------
     def apply_signals(self, signals: list[Signal]) -> list[SignalOutcome]:
         """Apply a batch of signals; one outcome per signal, in the same order.

@@ -108,6 +108,10 @@ class OutboundCall:
     urls: CallbackUrls  # voice_url answers with how to connect the media (TwiML, scenario...)
     machine_detection: bool = False
     timeout_seconds: int = 30
+    # the bridge stream, for a provider that opens it itself when the callee answers (our SIP
+    # service); the others ask our API for it then (``urls.voice_url``)
+    stream_url: str | None = None
+    stream_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -133,15 +133,18 @@ class Container:
         if "telephony_providers" in self.overrides:
             return self.overrides["telephony_providers"]
         from adapters.telephony.providers import TelephonyProviders
+        from adapters.telephony.sip import SipVoiceProvider
         from adapters.telephony.twilio import TwilioProvider
         from adapters.telephony.voximplant import VoximplantProvider
         from commands.telephony import NumberProvider, VoiceProvider
 
         twilio = TwilioProvider(self.settings.telephony)
         voximplant = VoximplantProvider(self.settings.telephony)
+        # our SIP service: the trunks (numbers context) are looked up when a call is placed
+        sip = SipVoiceProvider(self.settings.telephony, lambda: self.numbers)
         # typed lists: mypy checks that each adapter speaks the ports it is registered for
         sell_numbers: list[NumberProvider] = [twilio, voximplant]
-        place_calls: list[VoiceProvider] = [twilio, voximplant]
+        place_calls: list[VoiceProvider] = [twilio, voximplant, sip]
         providers = TelephonyProviders()
         for adapter in {id(a): a for a in [*sell_numbers, *place_calls]}.values():
             providers.register(adapter)

@@ -286,7 +286,7 @@ class WorkerSettings(BaseModel):
 
 
 class TelephonySettings(BaseModel):
-    """Phone calls through the media bridge (Twilio Media Streams, VoxImplant)."""
+    """Phone calls through the media bridge (Twilio Media Streams, VoxImplant, our SIP service)."""
 
     bridge_host: str = Field("127.0.0.1", description="Address the media bridge binds.")
     bridge_port: int = Field(8765, description="Port of the media bridge's WebSocket server.")
@@ -351,6 +351,34 @@ class TelephonySettings(BaseModel):
     )
     twilio_timeout_seconds: float = Field(
         10.0, gt=0, description="Longest wait for one Twilio REST request (connect and read)."
+    )
+    sip_host: str = Field(
+        "127.0.0.1", description="Address our SIP service (`sipd`) binds for SIP (UDP and TCP) "
+        "and its control API.",
+    )  # fmt: skip
+    sip_port: int = Field(5070, description="Port of `sipd`'s SIP listener (UDP and TCP).")
+    sipd_control_port: int = Field(
+        5071, description="Port of `sipd`'s HTTP control API (the API places, transfers and "
+        "hangs up SIP calls through it).",
+    )  # fmt: skip
+    sip_secret: SecretStr = Field(
+        SecretStr("voxagent-development-sip-secret-change-me"),
+        description="Shared secret between `sipd` and the API, sent as `Authorization: Bearer` "
+        "both ways (`/api/sip/*`, `sipd`'s control API); it also signs digest nonces. Set a "
+        "long random value in production.",
+    )  # fmt: skip
+    sip_rtp_ports: str = Field(
+        "20000-20999", description="UDP port range (`low-high`) `sipd` takes RTP ports from."
+    )
+    sip_realm: str = Field(
+        "voxagent", description="Digest realm of the challenges our SIP trunks answer."
+    )
+    sip_public_host: str = Field(
+        "127.0.0.1", description="Address `sipd` writes in SDP `c=` and Contact: where "
+        "carriers send RTP and requests.",
+    )  # fmt: skip
+    sip_timeout_seconds: float = Field(
+        5.0, gt=0, description="Longest wait for one request between the API and `sipd`."
     )
 
 

@@ -20,6 +20,7 @@ from adapters.api import (
     numbers,
     outbound,
     sessions,
+    sip,
     telephony,
     telephony_config,
     twilio_webhooks,
@@ -141,6 +142,7 @@ def create_app(container: Services) -> FastAPI:
     app.include_router(outbound.router)
     app.include_router(twilio_webhooks.router)
     app.include_router(voximplant.router)
+    app.include_router(sip.router)
     app.include_router(health.router)
     install_openapi(app)
     return app

@@ -123,6 +123,9 @@ CODES: dict[str, tuple[int, str]] = {
     "unknown_number": (404, "not an active VoxImplant number of any space"),
     "not_a_voximplant_call": (409, "the call is not on the VoxImplant channel"),
     "voximplant_not_connected": (404, "your space has no (complete) VoxImplant account"),
+    "invalid_sip_secret": (401, "not `Bearer <telephony.sip_secret>`: only our SIP service"),
+    "not_a_sip_call": (409, "the call is not on the SIP channel"),
+    "no_transfer_in_progress": (409, "the call has no transfer to complete"),
 }
 
 REF = "#/components/schemas/ErrorBody"

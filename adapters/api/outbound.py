@@ -26,9 +26,11 @@ from adapters.api.call_rooms import OPEN_CALL, open_call
 from adapters.api.common import IdempotencyKey, actor, container_of, replayed_header
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
+from adapters.api.telephony import stream_parameters
 from adapters.livekit.rooms import LiveKitRooms
 from adapters.services import Services
 from adapters.telephony import calls as phone
+from adapters.telephony import twiml
 from commands.agents import Actor
 from commands.call_commands import EndCall, InitiateCall
 from commands.numbers import NumberNotFound
@@ -176,7 +178,7 @@ async def outbound(
         agent_id=body.agent_id, direction="outbound", channel=phone.CHANNEL_OF[provider],
         from_number=number.e164, to_number=to, variables=body.variables,
     )  # fmt: skip
-    call, _room, replayed = await open_call(container, who, cmd, idempotency_key)
+    call, room, replayed = await open_call(container, who, cmd, idempotency_key)
     replayed_header(response, replayed)
     if replayed:  # the first request dialed (or is dialing): never twice
         call = await run_in_threadpool(container.calls.find_call, who, call.id)
@@ -186,8 +188,14 @@ async def outbound(
             room_name=call.room_name, status=call.status, provider_call_id=call.provider_call_id,
         )  # fmt: skip
     urls = phone.outbound_urls(container.settings.telephony.public_api_url, provider, call.id)
+    stream_url = stream_token = None
+    if provider in phone.STREAM_AT_DIAL:  # it opens the stream itself when the callee answers
+        parameters, _expires = stream_parameters(container, room)
+        stream_url = twiml.stream_url(container.settings.telephony.bridge_public_url, room.channel)
+        stream_token = parameters["token"]
     order = OutboundCall(call_id=call.id, from_e164=number.e164, to_e164=to, urls=urls,
-                         machine_detection=body.machine_detection)  # fmt: skip
+                         machine_detection=body.machine_detection, stream_url=stream_url,
+                         stream_token=stream_token)  # fmt: skip
     try:
         placed = await phone.place(container, who, provider, creds, order)
     except ProviderError as exc:

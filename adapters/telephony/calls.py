@@ -8,7 +8,8 @@ the adapters (``commands/telephony.py`` ports); the Calls application records wh
 are blocking SDK calls: they run in a worker thread.
 
 A transfer's outcome: a provider that reports how the dialed leg went (Twilio: the ``<Dial>``'s
-``action`` callback, ``/api/twilio/transfer``) completes the transfer when it reports; with
+``action`` callback, ``/api/twilio/transfer``; our SIP service: the REFER's NOTIFY,
+``/api/sip/transfer``) completes the transfer when it reports; with
 any other, the transfer is ``completed`` once the provider took the handover. A refused
 handover is ``failed`` at once, whatever the provider.
 """
@@ -40,7 +41,12 @@ CHANNEL_OF = {"twilio": "twilio_media_streams", "voximplant": "voximplant", "sip
 # the channels of calls with a phone leg (a web call has none: nothing to transfer)
 PHONE_CHANNELS = frozenset({"twilio_sip", "twilio_media_streams", "voximplant", "sip"})
 # providers that report a transfer's outcome to ``transfer_outcome_url``
-REPORTS_TRANSFER_OUTCOME = frozenset({"twilio"})
+REPORTS_TRANSFER_OUTCOME = frozenset({"twilio", "sip"})
+# providers given the call's bridge stream when they dial (``OutboundCall.stream_url``): our SIP
+# service opens it itself on answer, the others ask our API for it then
+STREAM_AT_DIAL = frozenset({"sip"})
+# providers that know a running call by our call id (sipd's control API), not by theirs
+KNOWN_BY_OUR_CALL_ID = frozenset({"sip"})
 LOCAL_API = "http://127.0.0.1:8000"
 
 
@@ -92,6 +98,12 @@ def outbound_urls(public_api_url: str | None, provider: str, call_id: UUID) -> C
     return CallbackUrls(voice_url=f"{base}/api/sip/invite", status_url=f"{base}/api/sip/status")
 
 
+def call_handle(provider: str, call_id: UUID, provider_call_id: str) -> str:
+    """The id ``provider``'s control API knows a running call by: its own call id, or ours
+    for ``sipd`` (whose ``provider_call_id`` is the SIP Call-ID, kept for the record)."""
+    return str(call_id) if provider in KNOWN_BY_OUR_CALL_ID else provider_call_id
+
+
 def transfer_outcome_url(public_api_url: str | None, provider: str, call_id: UUID) -> str | None:
     """Where ``provider`` reports how a transfer of ``call_id`` went; None when it cannot."""
     if provider not in REPORTS_TRANSFER_OUTCOME:
@@ -138,7 +150,8 @@ async def transfer(
     )
     if requested.replayed:
         return requested, None
-    provider, provider_call_id = call.provider, call.provider_call_id
+    provider = call.provider
+    provider_call_id = call_handle(provider, call_id, call.provider_call_id)
     report_to = transfer_outcome_url(container.settings.telephony.public_api_url, provider, call_id)
     problem: str | None = None
     reason: str | None = None

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-STREAM_PATHS = {"twilio_media_streams": "/streams/twilio", "voximplant": "/streams/voximplant"}
+STREAM_PATHS = {
+    "twilio_media_streams": "/streams/twilio",
+    "voximplant": "/streams/voximplant",
+    "sip": "/streams/sip",
+}
 
 
 def stream_url(bridge_public_url: str, channel: str) -> str:

@@ -115,7 +115,10 @@ class PhoneStream:
     def _opening(self) -> list[dict[str, Any] | Callable[[int], dict[str, Any]]]:
         raise NotImplementedError
 
-    def _media_message(self, seq: int, payload: bytes, chunk: int, due: float) -> dict[str, Any]:
+    def _media_message(
+        self, seq: int, payload: bytes, chunk: int, due: float
+    ) -> dict[str, Any] | bytes:
+        """A media message; bytes go out as a binary frame (SIP's audio)."""
         raise NotImplementedError
 
     def _stop_message(self, seq: int) -> dict[str, Any]:
@@ -123,6 +126,10 @@ class PhoneStream:
 
     async def _handle(self, message: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    async def _handle_binary(self, data: bytes) -> None:
+        """A binary frame from the bridge: only a protocol with binary audio takes one."""
+        self.errors.append("a binary frame")
 
     # -- life -----------------------------------------------------------------------------
     async def connect(self) -> Self:
@@ -249,8 +256,11 @@ class PhoneStream:
             if done is not None and not done.done():
                 done.set_result(None)
 
-    async def _send(self, message: dict[str, Any] | Callable[[int], dict[str, Any]]) -> None:
-        """One message; a callable gets the next sequence number (numbering is per socket)."""
+    async def _send(
+        self, message: dict[str, Any] | Callable[[int], dict[str, Any] | bytes]
+    ) -> None:
+        """One message; a callable gets the next sequence number (numbering is per socket).
+        Bytes go out as a binary frame."""
         assert self._ws is not None
         async with self._send_lock:
             if callable(message):
@@ -258,6 +268,9 @@ class PhoneStream:
                 self._sequence += 1
             else:
                 body = message
+            if isinstance(body, bytes):
+                await self._ws.send_bytes(body)
+                return
             if body.get("event") != "media":
                 self.sent.append(body)
             await self._ws.send_str(json.dumps(body))
@@ -299,7 +312,7 @@ class PhoneStream:
                     self.received.append(message)
                 await self._handle(message)
             elif raw.type == aiohttp.WSMsgType.BINARY:
-                self.errors.append("a binary frame")
+                await self._handle_binary(raw.data)
         self.close_code = self._ws.close_code
         if not self._closing:
             self.server_closed = True

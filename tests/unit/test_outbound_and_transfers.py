@@ -41,7 +41,15 @@ def test_only_providers_that_report_a_dials_fate_get_a_transfer_outcome_url():
     call_id = uuid.uuid4()
     url = phone.transfer_outcome_url("https://api.example.com/", "twilio", call_id)
     assert url == f"https://api.example.com/api/twilio/transfer?call_id={call_id}"
-    assert phone.transfer_outcome_url("https://api.example.com", "sip", call_id) is None
+    sip = phone.transfer_outcome_url("https://api.example.com", "sip", call_id)
+    assert sip == f"https://api.example.com/api/sip/transfer?call_id={call_id}"
+    assert phone.transfer_outcome_url("https://api.example.com", "voximplant", call_id) is None
+
+
+def test_sipd_knows_a_running_call_by_our_call_id():
+    call_id = uuid.uuid4()
+    assert phone.call_handle("sip", call_id, "a84b4c76e66710@pc33") == str(call_id)
+    assert phone.call_handle("twilio", call_id, "CA" + "0" * 32) == "CA" + "0" * 32
 
 
 class Numbers:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from bridge import codecs
 from bridge.messages import (
@@ -28,7 +28,7 @@ from bridge.messages import (
     Started,
     Stopped,
 )
-from bridge.protocols import PROTOCOLS, TwilioMediaStreams, VoxImplantStream
+from bridge.protocols import PROTOCOLS, SipStream, TwilioMediaStreams, VoxImplantStream
 from domain.calls import CHANNELS
 from tests.support.phone_stream import StreamEnded
 from tests.support.twilio_stream import TwilioEmulator
@@ -241,6 +241,7 @@ def test_protocols_are_keyed_by_call_channel():
     assert set(PROTOCOLS) <= set(CHANNELS)
     assert PROTOCOLS["twilio_media_streams"] is TwilioMediaStreams
     assert PROTOCOLS["voximplant"] is VoxImplantStream
+    assert PROTOCOLS["sip"] is SipStream and SipStream.supports_marks
     assert TwilioMediaStreams.supports_marks and not VoxImplantStream.supports_marks
     assert TwilioMediaStreams.frame_ms == VoxImplantStream.frame_ms == 20
 
@@ -480,7 +481,10 @@ class Loopback:
         self.ws, self.protocol = ws, self.protocol_class()
         async for raw in ws:
             try:
-                message = self.protocol.parse(raw.data)
+                if raw.type == WSMsgType.BINARY:  # SIP's audio
+                    message = self.protocol.parse_binary(raw.data)
+                else:
+                    message = self.protocol.parse(raw.data)
             except ProtocolError as exc:
                 self.errors.append(exc)
                 continue
@@ -496,9 +500,11 @@ class Loopback:
     def arrivals(self, kind: type) -> list[float]:
         return [t for t, m in self.messages if isinstance(m, kind)]
 
-    async def send(self, text: str | None) -> None:
+    async def send(self, text: str | bytes | None) -> None:
         assert self.ws is not None
-        if text is not None:
+        if isinstance(text, bytes):
+            await self.ws.send_bytes(text)
+        elif text is not None:
             await self.ws.send_str(text)
 
 

@@ -33,6 +33,7 @@ REFUSAL_REASONS = (
     "agent_unavailable",  # its agent is archived, or the space cannot take the call now
     "provider_mismatch",  # the call came through another provider than the number's
     "trunk_unauthenticated",  # a SIP INVITE that its trunk did not authenticate
+    "codec_unsupported",  # a SIP INVITE that offered no codec we speak (G.711)
 )
 MAX_PROVIDER_CALL_ID = 128
 _NAMESPACE = UUID("3f5d2b8e-91c4-4c6a-8d2e-7b0e4a9c1f63")

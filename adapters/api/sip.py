@@ -40,6 +40,7 @@ from adapters.api.telephony import stream_parameters
 from adapters.livekit.rooms import CallRoom
 from adapters.services import Services
 from adapters.telephony import sip_auth, twiml
+from adapters.telephony.refusals import record_refusal
 from commands.agents import Actor, AgentNotFound
 from commands.call_commands import CompleteTransfer, InitiateCall
 from commands.numbers import NumberRoute
@@ -66,6 +67,13 @@ REFUSALS = {
     "call_ended": 480,
     "livekit_unavailable": 503,
 }
+# how each refusal is recorded (``domain.refused_calls``); the rest are ours, not the number's
+RECORDED_AS = {
+    "unknown_number": "unknown_number", "number_unassigned": "number_unassigned",
+    "agent_unavailable": "agent_unavailable", "trunk_unauthenticated": "trunk_unauthenticated",
+    "address_not_allowed": "trunk_unauthenticated", "digest_invalid": "trunk_unauthenticated",
+    "codec_unsupported": "codec_unsupported",
+}  # fmt: skip
 REFUSED: Counter[str] = Counter()  # refusals by reason, since the process started
 
 
@@ -140,16 +148,22 @@ def verify_secret(request: Request, authorization: str | None = Header(None)) ->
 SECRET = [Depends(verify_secret)]
 
 
-def _refuse(reason: str, body: InviteRequest, why: str, route: NumberRoute | None = None) -> (
-    InviteAnswer
-):  # fmt: skip
-    """The one place an INVITE is refused: its SIP status, the log line (and, later, the
-    record of refused calls: ``route`` names the number and space when the number is known)."""
+async def _refuse(container: Services, reason: str, body: InviteRequest, why: str,
+                  route: NumberRoute | None = None) -> InviteAnswer:  # fmt: skip
+    """The one place an INVITE is refused: its SIP status, the log line, and the record of
+    refused calls (``number.call_refused`` in the number's space when we know the number;
+    a failed trunk check is recorded as ``trunk_unauthenticated``)."""
     REFUSED[reason] += 1
     log.warning(
         "SIP call refused (%s): Call-ID %s to %r from %s (%s): %s", reason, body.sip_call_id,
         body.to_user, body.source_ip, route.space_id if route else "no space", why,
     )  # fmt: skip
+    recorded = RECORDED_AS.get(reason)
+    if recorded is not None:
+        await record_refusal(
+            container, provider=CHANNEL, e164=_e164(body.to_user), caller=_caller(body.from_user),
+            reason=recorded, provider_call_id=body.sip_call_id[:128],
+        )  # fmt: skip
     return InviteAnswer(action="refuse", status=REFUSALS[reason], reason=reason)
 
 
@@ -202,7 +216,7 @@ async def invite(request: Request, body: InviteRequest) -> InviteAnswer:
     e164 = _e164(body.to_user)
     route = await run_in_threadpool(container.numbers.route, e164) if e164 else None
     if route is None or route.provider != "sip":
-        return _refuse("unknown_number", body, "no active SIP number")
+        return await _refuse(container, "unknown_number", body, "no active SIP number")
     assert e164 is not None
     trunk = await run_in_threadpool(_trunk, container, route)
     verdict = sip_auth.authenticate(
@@ -214,12 +228,15 @@ async def invite(request: Request, body: InviteRequest) -> InviteAnswer:
         log.info("SIP call %s to %s challenged: %s", body.sip_call_id, e164, verdict.detail)
         return InviteAnswer(action="challenge", realm=settings.sip_realm, nonce=verdict.nonce)
     if verdict.action == "refuse":
-        return _refuse(verdict.reason or "trunk_unauthenticated", body, verdict.detail, route)
+        reason = verdict.reason or "trunk_unauthenticated"
+        return await _refuse(container, reason, body, verdict.detail, route)
     if route.agent_id is None:
-        return _refuse("number_unassigned", body, "no agent answers this number", route)
+        why = "no agent answers this number"
+        return await _refuse(container, "number_unassigned", body, why, route)
     codec = _codec(body.codecs)
     if codec is None:
-        return _refuse("codec_unsupported", body, f"offered {body.codecs[:8]}", route)
+        why = f"offered {body.codecs[:8]}"
+        return await _refuse(container, "codec_unsupported", body, why, route)
     who = Actor(space_id=route.space_id, subject=SUBJECT)
     cmd = InitiateCall(
         agent_id=route.agent_id, direction="inbound", channel=CHANNEL,
@@ -228,10 +245,10 @@ async def invite(request: Request, body: InviteRequest) -> InviteAnswer:
     try:
         _call, room, _replayed = await open_call(container, who, cmd, _invite_key(body, e164))
     except (AgentNotFound, AgentArchived, ProviderUnavailable) as exc:
-        return _refuse("agent_unavailable", body, str(exc), route)
+        return await _refuse(container, "agent_unavailable", body, str(exc), route)
     except ApiError as exc:  # the retried INVITE's call has ended; LiveKit is away
         reason = exc.code if exc.code in REFUSALS else "agent_unavailable"
-        return _refuse(reason, body, exc.message, route)
+        return await _refuse(container, reason, body, exc.message, route)
     return _connect(container, room, codec)
 
 

@@ -29,6 +29,7 @@ from commands.numbers import (
 from domain.sip_trunks import TrunkSpec
 from tests.integration.test_voximplant_api import provider_signals
 from tests.support.fake_sipd import FakeSipd
+from tests.support.processes import eventually
 
 pytestmark = pytest.mark.integration
 CARRIER = "sip.carrier.example:5060"
@@ -351,3 +352,31 @@ def test_an_outbound_call_sipd_cannot_take_fails_cleanly(client, issuer, api_con
         "from_number_id": str(inbound_only.number_id)})  # fmt: skip
     assert resp.status_code == 502
     assert resp.json()["error"]["details"]["code"] == "provider_rejected"
+
+
+def test_refused_invites_are_recorded_in_the_numbers_space(
+    client, issuer, api_container, sipd_auth
+):
+    space = Space(client, issuer, api_container, addresses=["192.0.2.0/24"])
+    idle = new_number()
+    idle_id = space.provision(idle, assign=False)
+    fenced = space.invite(source_ip="198.51.100.7")
+    unassigned = space.invite(idle, source_ip="192.0.2.10")
+    for body in (fenced, unassigned, unassigned):  # a retried INVITE is recorded once
+        assert post(client, "invite", body, sipd_auth).json()["action"] == "refuse"
+
+    def refused(number_id: uuid.UUID) -> list[dict[str, Any]] | None:
+        resp = client.get(f"/api/telephony/numbers/{number_id}/refused-calls",
+                          headers=space.headers)  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        return resp.json()["items"] or None
+
+    (trunk,) = eventually(lambda: refused(space.number_id), what="the trunk's refusal")
+    assert (trunk["reason"], trunk["provider"]) == ("trunk_unauthenticated", "sip"), trunk
+    assert trunk["provider_call_id"] == fenced["sip_call_id"], trunk
+    (idle_call,) = eventually(lambda: refused(idle_id), what="the unassigned number's refusal")
+    assert idle_call["reason"] == "number_unassigned", idle_call
+    assert idle_call["caller"] == "+447911123456", idle_call
+    other = issuer.headers(f"sip-{uuid.uuid4().hex[:8]}")
+    resp = client.get(f"/api/telephony/numbers/{idle_id}/refused-calls", headers=other)
+    assert resp.status_code == 404, resp.text

@@ -128,7 +128,7 @@ func (c *Call) connectMedia(media *Media, stream *Stream) {
 	player := media.Player()
 	media.OnAudio = stream.SendAudio
 	media.OnDTMF = func(digit string) {
-		c.log.Info("dtmf", "digit", digit)
+		c.log.Info("dtmf received") // the digit is not logged: keys may be a PIN
 		stream.SendDTMF(digit)
 	}
 	media.OnMarks = stream.SendMarks
@@ -153,7 +153,7 @@ func (c *Call) infoDTMF(digit string) {
 	stream := c.stream
 	c.mu.Unlock()
 	if stream != nil {
-		c.log.Info("dtmf", "digit", digit, "via", "info")
+		c.log.Info("dtmf received", "via", "info")
 		stream.SendDTMF(digit)
 	}
 }

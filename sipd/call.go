@@ -38,6 +38,8 @@ type Call struct {
 	transfer     atomic.Pointer[transferState]
 	endOnce      sync.Once
 	ended        chan struct{}
+	statusOnce   sync.Once
+	statuses     chan StatusReport
 }
 
 func newCall(app *App, id, sipCallID string, outbound bool, transport, peer string) *Call {
@@ -49,6 +51,35 @@ func newCall(app *App, id, sipCallID string, outbound bool, transport, peer stri
 	c.log = app.log.With("call_id", id, "sip_call_id", sipCallID, "direction", direction)
 	return c
 }
+
+// report sends a status to the API, in order, without holding up the caller.
+func (c *Call) report(status string, code int, reason string) {
+	c.statusOnce.Do(func() {
+		c.statuses = make(chan StatusReport, 16)
+		go func() {
+			for r := range c.statuses {
+				c.app.platform.Status(r)
+				if finalStatus(r.Status) {
+					return
+				}
+			}
+		}()
+	})
+	r := StatusReport{CallID: c.ID, SIPCallID: c.SIPCallID, Status: status}
+	if code > 0 {
+		r.SIPCode = intp(code)
+	}
+	if reason != "" {
+		r.Reason = strp(reason)
+	}
+	select {
+	case c.statuses <- r:
+	default:
+		c.log.Warn("status dropped", "status", status)
+	}
+}
+
+func finalStatus(s string) bool { return s != "ringing" && s != "in-progress" }
 
 func dialogKey(callID, localTag string) string { return callID + "\x00" + localTag }
 
@@ -189,7 +220,7 @@ func (c *Call) End(reason string, sendBye bool) {
 		}
 		c.app.calls.Remove(c)
 		if c.answered.Load() {
-			c.app.platform.Status(StatusReport{CallID: c.ID, SIPCallID: c.SIPCallID, Status: "completed"})
+			c.report("completed", 0, "")
 		}
 		c.log.Info("call ended", "reason", reason, "bye_sent", sendBye)
 	})

@@ -76,13 +76,13 @@ func (a *App) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if offerErr != nil || ChooseCodec(offer, []string{decision.Codec}) == "" {
 		call.log.Warn("cannot answer with the API's codec", "codec", decision.Codec, "offered", offer.Codecs, "error", offerErr)
 		_ = dlg.Respond(488, "Not Acceptable Here", nil, sip.NewHeader("X-Voxagent-Reason", "codec_not_offered"))
-		a.platform.Status(StatusReport{CallID: call.ID, SIPCallID: sipCallID, Status: "failed", SIPCode: intp(488), Reason: strp("codec_not_offered")})
+		call.report("failed", 488, "codec_not_offered")
 		return
 	}
 	if err := a.answer(call, dlg, offer, decision); err != nil {
 		call.log.Error("call not answered", "error", err)
 		a.calls.Remove(call)
-		a.platform.Status(StatusReport{CallID: call.ID, SIPCallID: sipCallID, Status: "failed", Reason: strp(err.Error())})
+		call.report("failed", 0, err.Error())
 	}
 }
 
@@ -134,7 +134,7 @@ func (a *App) answer(call *Call, dlg *sipgo.DialogServerSession, offer Offer, de
 		call.End("error", true)
 		return nil
 	}
-	a.platform.Status(StatusReport{CallID: call.ID, SIPCallID: call.SIPCallID, Status: "in-progress", SIPCode: intp(200)})
+	call.report("in-progress", 200, "")
 	return nil
 }
 

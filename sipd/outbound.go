@@ -103,16 +103,7 @@ func (a *App) Dial(r OutboundRequest) (*Call, error) {
 var errCallExists = errors.New("call exists")
 
 func (a *App) dial(ctx context.Context, call *Call, r OutboundRequest, fromTag string) {
-	status := func(s string, code int, reason string) {
-		rep := StatusReport{CallID: call.ID, SIPCallID: call.SIPCallID, Status: s}
-		if code > 0 {
-			rep.SIPCode = intp(code)
-		}
-		if reason != "" {
-			rep.Reason = strp(reason)
-		}
-		a.platform.Status(rep)
-	}
+	status := call.report
 	conn, err := a.ports.Listen()
 	if err != nil {
 		call.log.Error("no RTP port", "error", err)
@@ -143,7 +134,7 @@ func (a *App) dial(ctx context.Context, call *Call, r OutboundRequest, fromTag s
 	opts := sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
 		if (res.StatusCode == 180 || res.StatusCode == 183) && !ringing {
 			ringing = true
-			go status("ringing", res.StatusCode, "")
+			status("ringing", res.StatusCode, "")
 		}
 		return nil
 	}}

@@ -38,8 +38,10 @@ pytestmark = pytest.mark.integration
 SIPP = "/usr/bin/sipp"
 SECRET = "test-sip-secret-" + "x" * 16
 TOKEN = "stream-token-123"
+CLEARING = "stream-token-clear-then-hang-up"  # the bridge clears its queue, then hangs up
 PLAYED = bytes([0x2A]) * 160  # what the bridge plays: never PCMU silence (0xFF)
 SPOKEN = bytes([0x11]) * 160  # what the caller says
+AFTER_CLEAR = bytes([0x33]) * 160
 
 
 # --- the fake platform API -----------------------------------------------------------------
@@ -92,7 +94,7 @@ class FakeApi:
             "action": "connect",
             "call_id": f"call-{invite['sip_call_id']}",
             "stream_url": self.bridge_url,
-            "token": TOKEN,
+            "token": CLEARING if user.startswith("777") else TOKEN,
             "codec": "PCMU",
         }
 
@@ -150,9 +152,20 @@ class FakeBridge:
                 stream.events.append(event)
                 if event.get("event") == "start":
                     self.streams.put(stream)
+                    if event["token"] == CLEARING:
+                        for _ in range(100):  # 2 s of audio, cut short at once
+                            await ws.send(PLAYED)
+                        await ws.send(json.dumps({"event": "mark", "name": "interrupted"}))
+                        await asyncio.sleep(0.2)
+                        await ws.send(json.dumps({"event": "clear"}))
+                        await ws.send(AFTER_CLEAR)
+                        await ws.send(json.dumps({"event": "mark", "name": "after-clear"}))
+                        continue
                     for _ in range(10):
                         await ws.send(PLAYED)
                     await ws.send(json.dumps({"event": "mark", "name": "greeting"}))
+                if event == {"event": "mark", "name": "after-clear"}:
+                    await ws.send(json.dumps({"event": "hangup"}))
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -430,10 +443,12 @@ def test_an_invite_the_api_refuses_gets_its_status_and_reason(rig: Rig) -> None:
     assert rig.bridge.streams.empty()
 
 
-def test_an_answered_call_streams_both_ways_and_ends_with_stop(rig: Rig) -> None:
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_an_answered_call_streams_both_ways_and_ends_with_stop(rig: Rig, transport: str) -> None:
     peer = RtpPeer()
     try:
-        proc = run_sipp(rig.folder, _answered(peer.port, 4000), "+15557654321", rig.target)
+        scenario = _answered(peer.port, 4000)
+        proc = run_sipp(rig.folder, scenario, "+15557654321", rig.target, transport)
         stream = rig.bridge.next_stream()
         [start] = stream.named("start")
         assert start["token"] == TOKEN
@@ -441,6 +456,7 @@ def test_an_answered_call_streams_both_ways_and_ends_with_stop(rig: Rig) -> None
         assert start["sample_rate"] == 8000
         assert start["call_id"].startswith("call-")
         assert start["sip_call_id"] == rig.api.invites[0]["sip_call_id"]
+        assert rig.api.invites[0]["transport"] == {"u1": "udp", "t1": "tcp"}[transport]
 
         # what the bridge plays arrives as 20 ms PCMU packets, then its mark comes back
         heard = peer.receive(until=time.monotonic() + 1.5)
@@ -475,3 +491,228 @@ def test_an_answered_call_streams_both_ways_and_ends_with_stop(rig: Rig) -> None
         time.sleep(0.05)
     assert [s["status"] for s in rig.api.statuses] == ["in-progress", "completed"]
     assert control(rig, "GET", "/health")[1]["calls"] == 0
+
+
+def _trunk(rtp_port: int) -> str:
+    """A carrier's trunk: challenges the INVITE (digest, checked by sipp), rings, answers with
+    PCMU, takes a REFER (202, NOTIFY with sipfrag 200), then expects sipd's BYE."""
+    reply = """      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:trunk@[local_ip]:[local_port];transport=[transport]>"""
+    return _scenario(
+        "trunk",
+        f"""  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 401 Unauthorized
+{reply}
+      WWW-Authenticate: Digest realm="trunk", nonce="4bd1f1c3", algorithm=MD5
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="INVITE">
+    <action>
+      <verifyauth assign_to="authorized" username="trunkuser" password="trunkpass"/>
+    </action>
+  </recv>
+  <nop hide="true" test="authorized" next="authorized"/>
+  <send next="refused">
+    <![CDATA[
+      SIP/2.0 403 Forbidden
+{reply}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="authorized"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+{reply}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+{reply}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=trunk 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio {rtp_port} RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=sendrecv
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="REFER">
+    <action>
+      <ereg regexp="Refer-To: &lt;sip:\\+15559876543@127.0.0.1:[0-9]+>" search_in="msg"
+            check_it="true" assign_to="referto"/>
+      <ereg regexp="From: [^\\r\\n]*;tag=([^;> \\r\\n]+)" search_in="msg" check_it="true"
+            assign_to="junk,sipdtag"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 202 Accepted
+{reply}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      NOTIFY sip:sipd@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+15551234567@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: <sip:+15550001111@127.0.0.1>;tag=[$sipdtag]
+      Call-ID: [call_id]
+      CSeq: 1 NOTIFY
+      Contact: <sip:trunk@[local_ip]:[local_port];transport=[transport]>
+      Event: refer
+      Subscription-State: terminated;reason=noresource
+      Content-Type: message/sipfrag
+      Content-Length: [len]
+
+      SIP/2.0 200 OK
+    ]]>
+  </send>
+  <recv response="200"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="refused"/>
+  <Reference variables="referto,junk,sipdtag"/>
+""",
+    )
+
+
+def test_an_outbound_call_authenticates_streams_and_is_transferred(rig: Rig) -> None:
+    peer = RtpPeer()
+    trunk_port = free_port()
+    path = rig.folder / "trunk.xml"
+    path.write_text(_trunk(peer.port))
+    proc = subprocess.Popen(
+        [SIPP, "-sf", str(path), "-i", "127.0.0.1", "-p", str(trunk_port), "-m", "1",
+         "-timeout", "30s", "-timeout_error", "-trace_err",
+         "-error_file", str(rig.folder / "trunk-errors.log"), "-nostdin"],
+        cwd=rig.folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)  # sipp binds its port
+        call = {
+            "call_id": "out-1",
+            "to": f"sip:+15551234567@127.0.0.1:{trunk_port}",
+            "from_user": "+15550001111",
+            "trunk": {
+                "address": f"127.0.0.1:{trunk_port}",
+                "transport": "udp",
+                "username": "trunkuser",
+                "password": "trunkpass",
+            },  # fmt: skip
+            "stream_url": rig.bridge.url,
+            "token": TOKEN,
+            "codec_preference": ["PCMU", "PCMA"],
+            "timeout_seconds": 20,
+        }
+        status, body = control(rig, "POST", "/calls", call)
+        assert status == 202, body
+        assert body["sip_call_id"]
+        assert control(rig, "POST", "/calls", call)[0] == 409  # one call per id
+
+        stream = rig.bridge.next_stream()
+        [start] = stream.named("start")
+        assert (start["call_id"], start["token"], start["codec"]) == ("out-1", TOKEN, "PCMU")
+        assert start["sip_call_id"] == body["sip_call_id"]
+        heard = peer.receive(until=time.monotonic() + 1.0)
+        assert heard.count(PLAYED) == 10
+
+        status, _ = control(rig, "POST", "/calls/out-1/transfer", {"target": "tel:+15559876543"})
+        assert status == 202
+        finished(proc, rig.folder, "trunk")  # REFER, NOTIFY 200, then sipd's BYE
+        assert stream.closed.wait(5)
+        assert stream.events[-1] == {"event": "stop", "reason": "transfer"}
+    finally:
+        peer.close()
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(rig.api.statuses) < 3:
+        time.sleep(0.05)
+    assert [(s["status"], s["sip_code"]) for s in rig.api.statuses] == [
+        ("ringing", 180),
+        ("in-progress", 200),
+        ("completed", None),
+    ]
+    assert [(t["call_id"], t["outcome"], t["sip_code"]) for t in rig.api.transfers] == [
+        ("out-1", "completed", 200)
+    ]
+    assert "trunkpass" not in rig.sipd.log.read_text()
+
+
+def _hung_up_by_sipd(rtp_port: int) -> str:
+    """INVITE, 200 OK, ACK, then sipd's BYE."""
+    return _scenario(
+        "hung-up",
+        INVITE.replace("RTP_PORT", str(rtp_port))
+        + """  <recv response="100" optional="true"/>
+  <recv response="200"/>
+"""
+        + ACK
+        + """  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+""",
+    )
+
+
+def test_clear_drops_queued_audio_and_marks_and_the_bridge_hangs_up(rig: Rig) -> None:
+    peer = RtpPeer()
+    try:
+        proc = run_sipp(rig.folder, _hung_up_by_sipd(peer.port), "777", rig.target)
+        stream = rig.bridge.next_stream()
+        heard = peer.receive(until=time.monotonic() + 2.5)
+        finished(proc, rig.folder, "777")  # sipd sent BYE when the bridge hung up
+    finally:
+        peer.close()
+    played = heard.count(PLAYED)
+    assert 0 < played < 50, f"{played} frames of the cleared audio were played"
+    assert heard.count(AFTER_CLEAR) == 1
+    assert heard.index(AFTER_CLEAR) > max(i for i, p in enumerate(heard) if p == PLAYED)
+    marks = [e["name"] for e in stream.named("mark")]
+    assert marks == ["after-clear"], "a cleared mark was echoed, or the kept one was not"
+    assert stream.closed.wait(5)
+    assert stream.events[-1] == {"event": "stop", "reason": "hangup"}

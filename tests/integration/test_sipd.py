@@ -9,8 +9,10 @@ test, named in the SDP sipp offers, so the test hears what sipd plays and speaks
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import queue
+import re
 import socket
 import struct
 import subprocess
@@ -45,6 +47,27 @@ AFTER_CLEAR = bytes([0x33]) * 160
 
 
 # --- the fake platform API -----------------------------------------------------------------
+
+NONCE = "5f2b1c9a0d"
+
+
+def digest_valid(invite: dict[str, Any], username: str, password: str) -> bool:
+    """RFC 2617 digest check of the ``authorization`` sipd passed on (as the API does)."""
+    header = invite["authorization"] or ""
+    fields = dict(re.findall(r'(\w+)="?([^",]*)"?', header.removeprefix("Digest ")))
+    if fields.get("username") != username or fields.get("nonce") != NONCE:
+        return False
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - SIP digest is MD5
+
+    ha1 = md5(f"{username}:{fields['realm']}:{password}")
+    ha2 = md5(f"INVITE:{fields['uri']}")
+    if "qop" in fields:
+        parts = [ha1, NONCE, fields["nc"], fields["cnonce"], fields["qop"], ha2]
+    else:
+        parts = [ha1, NONCE, ha2]
+    return fields.get("response") == md5(":".join(parts))
 
 
 class FakeApi:
@@ -90,6 +113,8 @@ class FakeApi:
             return {"action": "refuse", "status": 404, "reason": "unknown_number"}
         if user.startswith("486"):
             return {"action": "refuse", "status": 486, "reason": "busy"}
+        if user.startswith("401") and not digest_valid(invite, "alice", "alice-password"):
+            return {"action": "challenge", "realm": "voxagent", "nonce": NONCE}
         return {
             "action": "connect",
             "call_id": f"call-{invite['sip_call_id']}",
@@ -714,5 +739,58 @@ def test_clear_drops_queued_audio_and_marks_and_the_bridge_hangs_up(rig: Rig) ->
     assert heard.index(AFTER_CLEAR) > max(i for i, p in enumerate(heard) if p == PLAYED)
     marks = [e["name"] for e in stream.named("mark")]
     assert marks == ["after-clear"], "a cleared mark was echoed, or the kept one was not"
+    assert stream.closed.wait(5)
+    assert stream.events[-1] == {"event": "stop", "reason": "hangup"}
+
+
+CHALLENGED = _scenario(
+    "challenged",
+    INVITE.replace("RTP_PORT", "40002")
+    + """  <recv response="100" optional="true"/>
+  <recv response="401" auth="true">
+    <action>
+      <ereg regexp="WWW-Authenticate: Digest realm=.voxagent., nonce=.5f2b1c9a0d., algorithm=MD5"
+            search_in="msg" check_it="true" assign_to="w"/>
+    </action>
+  </recv>
+"""
+    + ACK
+    + INVITE.replace("RTP_PORT", "40002").replace(
+        "CSeq: 1 INVITE",
+        "CSeq: 2 INVITE\n      [authentication username=alice password=alice-password]",
+    )
+    + """  <recv response="100" optional="true"/>
+  <recv response="200"/>
+"""
+    + ACK.replace("CSeq: 1 ACK", "CSeq: 2 ACK")
+    + """  <pause milliseconds="500"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE sip:sipd@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Test Caller" <sip:+15550001111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 3 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <Reference variables="w"/>
+""",
+)
+
+
+def test_a_challenged_invite_comes_back_with_credentials_the_api_checks(rig: Rig) -> None:
+    proc = run_sipp(rig.folder, CHALLENGED, "401001", rig.target)
+    finished(proc, rig.folder, "401001")
+    first, second = rig.api.invites
+    assert first["authorization"] is None
+    assert second["authorization"].startswith("Digest ")
+    assert 'username="alice"' in second["authorization"]
+    assert first["sip_call_id"] == second["sip_call_id"]
+    stream = rig.bridge.next_stream()
     assert stream.closed.wait(5)
     assert stream.events[-1] == {"event": "stop", "reason": "hangup"}

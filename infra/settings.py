@@ -286,7 +286,7 @@ class WorkerSettings(BaseModel):
 
 
 class TelephonySettings(BaseModel):
-    """Phone calls through the media bridge (Twilio Media Streams, VoxImplant, our SIP service)."""
+    """Phone calls through the media bridge (Twilio Media Streams, VoxImplant)."""
 
     bridge_host: str = Field("127.0.0.1", description="Address the media bridge binds.")
     bridge_port: int = Field(8765, description="Port of the media bridge's WebSocket server.")
@@ -353,32 +353,34 @@ class TelephonySettings(BaseModel):
         10.0, gt=0, description="Longest wait for one Twilio REST request (connect and read)."
     )
     sip_host: str = Field(
-        "127.0.0.1", description="Address our SIP service (`sipd`) binds for SIP (UDP and TCP) "
-        "and its control API.",
-    )  # fmt: skip
-    sip_port: int = Field(5070, description="Port of `sipd`'s SIP listener (UDP and TCP).")
+        "127.0.0.1",
+        description="Address sipd (our SIP endpoint) binds for SIP (UDP and TCP), RTP and its "
+        "control API (0.0.0.0: every interface).",
+    )
+    sip_port: int = Field(5070, description="sipd's SIP port, UDP and TCP (trunks send here).")
     sipd_control_port: int = Field(
-        5071, description="Port of `sipd`'s HTTP control API (the API places, transfers and "
-        "hangs up SIP calls through it).",
-    )  # fmt: skip
+        5071, description="Port of sipd's HTTP control API (the platform places calls there)."
+    )
     sip_secret: SecretStr = Field(
         SecretStr("voxagent-development-sip-secret-change-me"),
-        description="Shared secret between `sipd` and the API, sent as `Authorization: Bearer` "
-        "both ways (`/api/sip/*`, `sipd`'s control API); it also signs digest nonces. Set a "
-        "long random value in production.",
-    )  # fmt: skip
+        description="Shared secret between sipd and the API: `Authorization: Bearer` on "
+        "sipd's /api/sip/* requests and on the API's control requests; it also signs digest "
+        "nonces. Set a long random value in production.",
+    )
     sip_rtp_ports: str = Field(
-        "20000-20999", description="UDP port range (`low-high`) `sipd` takes RTP ports from."
+        "20000-20999",
+        description="UDP port range sipd takes RTP ports from (one even port per call; no RTCP).",
     )
-    sip_realm: str = Field(
-        "voxagent", description="Digest realm of the challenges our SIP trunks answer."
-    )
+    sip_realm: str = Field("voxagent", description="Digest realm of sipd's challenges.")
     sip_public_host: str = Field(
-        "127.0.0.1", description="Address `sipd` writes in SDP `c=` and Contact: where "
-        "carriers send RTP and requests.",
-    )  # fmt: skip
+        "127.0.0.1",
+        description="The address trunks reach sipd at: written in SDP (c=) and in Contact.",
+    )
     sip_timeout_seconds: float = Field(
-        5.0, gt=0, description="Longest wait for one request between the API and `sipd`."
+        5.0,
+        gt=0,
+        description="Longest wait for one request between sipd and the API, either way "
+        "(an INVITE the API does not decide in time is answered 503).",
     )
 
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from infra.stack import clickhouse, kafka, livekit, postgres
+from infra.stack import clickhouse, kafka, livekit, postgres, sipd
 from infra.stack.common import Echo, ServiceStatus, StackError
 from infra.stack.system import make_dirs
 
@@ -22,6 +22,7 @@ SERVICES: dict[str, ModuleType] = {
     clickhouse.NAME: clickhouse,
     kafka.NAME: kafka,
     livekit.NAME: livekit,
+    sipd.NAME: sipd,
 }
 
 

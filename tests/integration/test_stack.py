@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import json
 import math
 import shutil
 import subprocess
@@ -41,7 +42,7 @@ def _pids(settings: Settings) -> dict[str, int | None]:
 
 def test_every_service_answers_after_up(settings: Settings, started: list[str]) -> None:
     rows = manager.status(settings)
-    assert [r.name for r in rows] == ["postgres", "clickhouse", "kafka", "livekit"]
+    assert [r.name for r in rows] == ["postgres", "clickhouse", "kafka", "livekit", "sipd"]
     for row in rows:
         assert row.answering, f"{row.name} does not answer: {row.detail}"
         assert row.pid is not None, f"{row.name} has no live pid file"
@@ -148,6 +149,14 @@ def test_livekit_answers_its_health_check(settings: Settings, started: list[str]
     url = f"http://127.0.0.1:{settings.livekit.port}/"
     with urllib.request.urlopen(url, timeout=5) as resp:
         assert (resp.status, resp.read()) == (200, b"OK")
+
+
+def test_sipd_answers_its_health_check(settings: Settings, started: list[str]) -> None:
+    from infra.stack import sipd
+
+    with urllib.request.urlopen(sipd.control_url(settings) + "/health", timeout=5) as resp:
+        assert resp.status == 200
+        assert json.loads(resp.read())["ok"] is True
 
 
 def test_stack_status_lists_livekit(settings: Settings, started: list[str]) -> None:

@@ -396,7 +396,7 @@ async def platform_phase(args: Any, settings: Any) -> list[dict]:
     for n in [int(v) for v in args.platform.split(",")]:
         numbers = []
         for _ in range(n):
-            e164 = f"+1555{uuid.uuid4().int % 10**7:07d}"
+            e164 = f"+1646{uuid.uuid4().int % 8_000_000 + 2_000_000:07d}"
             made = api(settings, token, "POST", "/api/telephony/numbers",
                        {"e164": e164, "provider": "sip", "trunk_id": trunk["id"]})  # fmt: skip
             api(settings, token, "POST", f"/api/telephony/numbers/{made['id']}/assign",

@@ -7,12 +7,21 @@ import json
 import socket
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
+from adapters.api.app import create_app
+from adapters.api.auth import JwtVerifier
+from infra.bootstrap import Container, bootstrap
 from infra.settings import Settings
+from infra.stack import sipd as sipd_stack
+from tests.support.baresip import free_port
+from tests.support.jwt import JwksServer
 from tests.support.processes import Process, eventually
+from tests.support.sip_platform import ApiServer, Sipd, sipd_env
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +64,39 @@ def _healthy(url: str) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+@dataclass
+class SipEndpoint:
+    """Our SIP endpoint as a carrier sees it: ``address`` (host:port) takes INVITEs; ``http``
+    is the API sipd asks (the test's container, served over HTTP)."""
+
+    address: str
+    sipd: Sipd
+    api: ApiServer
+    http: httpx.Client
+    container: Container
+
+
+@pytest.fixture(scope="session")
+def sip(
+    pipeline_settings: Settings, issuer: JwksServer, bridge: str, pipeline: dict,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SipEndpoint]:  # fmt: skip
+    """The real sipd on ports of its own, asking an API whose streams go to the test bridge."""
+    telephony = pipeline_settings.telephony.model_copy(update={
+        "bridge_public_url": bridge, "sip_port": free_port(), "sipd_control_port": free_port(),
+    })  # fmt: skip
+    settings = pipeline_settings.model_copy(update={"telephony": telephony})
+    container = bootstrap(settings, verifier=JwtVerifier(issuer.auth_settings()))
+    api = ApiServer(create_app(container)).start()
+    folder = Path(tmp_path_factory.mktemp("sipd"))
+    proc = Sipd(sipd_stack.build(settings, print), sipd_env(settings, api.url), folder)
+    try:
+        proc.start()
+        with httpx.Client(base_url=api.url, timeout=30) as http:
+            yield SipEndpoint(f"127.0.0.1:{telephony.sip_port}", proc, api, http, container)
+    finally:
+        proc.stop()
+        api.stop()
+        container.close()

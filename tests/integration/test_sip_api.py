@@ -36,7 +36,7 @@ CARRIER = "sip.carrier.example:5060"
 
 
 def new_number() -> str:
-    return f"+1646555{uuid.uuid4().int % 10_000:04d}"
+    return f"+1646{uuid.uuid4().int % 8_000_000 + 2_000_000:07d}"  # one of 8 million
 
 
 class Space:

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from infra.settings import Settings
+from infra.stack.sipd import environment
 from tests.support.baresip import free_port
 
 
@@ -49,17 +50,9 @@ class ApiServer:
 
 
 def sipd_env(settings: Settings, api_url: str) -> dict[str, str]:
-    """The environment sipd reads (docs/telephony.md), from ``settings``."""
-    t = settings.telephony
-    return {
-        "SIPD_SIP_ADDR": f"{t.sip_host}:{t.sip_port}",
-        "SIPD_CONTROL_ADDR": f"{t.sip_host}:{t.sipd_control_port}",
-        "SIPD_API_URL": api_url,
-        "SIPD_SECRET": t.sip_secret.get_secret_value(),
-        "SIPD_PUBLIC_HOST": t.sip_public_host,
-        "SIPD_RTP_PORTS": t.sip_rtp_ports,
-        "SIPD_REALM": t.sip_realm,
-    }
+    """The environment the stack gives sipd (``infra.stack.sipd.environment``), asking
+    ``api_url`` instead of the configured API."""
+    return {**environment(settings), "SIPD_API_URL": api_url}
 
 
 class Sipd:

@@ -174,8 +174,10 @@ class StandIn:
             await self.runner.cleanup()
 
 
-def sipd_stats(control_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(control_url + "/stats", timeout=10) as resp:  # noqa: S310
+def sipd_stats(control_url: str, secret: str) -> dict[str, Any]:
+    req = urllib.request.Request(control_url + "/stats",  # noqa: S310
+                                 headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
         return dict(json.load(resp))
 
 
@@ -297,7 +299,7 @@ async def measure_sip(n: int, args: Any, bridge: Bridge, control: str, secret: s
     used, _ = cpu.since()
     window = time.monotonic() - cpu.started
     stats = await bridge.stats()
-    hop = (await asyncio.to_thread(sipd_stats, control)).get("inbound_latency", {})
+    hop = (await asyncio.to_thread(sipd_stats, control, secret))["inbound_latency"]
     t1 = time.monotonic()
     onsets = await helper.ask({"onsets": True})
     e2e = end_to_end([(callers.markers[c], room) for c, room in probe_rooms.items()],

@@ -15,6 +15,13 @@ func (a *App) ControlHandler() http.Handler {
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "calls": a.calls.Len()})
 	})
+	mux.HandleFunc("GET /stats", a.authorized(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, stats.Snapshot(a.calls.Len()))
+	}))
+	mux.HandleFunc("POST /stats/reset", a.authorized(func(w http.ResponseWriter, r *http.Request) {
+		stats.Reset()
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	mux.HandleFunc("POST /calls", a.authorized(a.postCall))
 	mux.HandleFunc("POST /calls/{call_id}/transfer", a.authorized(a.postTransfer))
 	mux.HandleFunc("POST /calls/{call_id}/hangup", a.authorized(a.postHangup))

@@ -47,6 +47,7 @@ func (a *App) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	if err != nil {
+		stats.Refused.Add(1)
 		log.Error("the API did not decide; 503", "error", err)
 		_ = dlg.Respond(503, "Service Unavailable", nil, sip.NewHeader("X-Voxagent-Reason", "api_unavailable"))
 		return
@@ -66,6 +67,7 @@ func (a *App) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		if status < 400 || status > 699 {
 			status = 403
 		}
+		stats.Refused.Add(1)
 		log.Info("INVITE refused", "status", status, "reason", decision.Reason, "to_user", ask.ToUser)
 		_ = dlg.Respond(status, reasonPhrase(status), nil, sip.NewHeader("X-Voxagent-Reason", decision.Reason))
 		return
@@ -128,6 +130,7 @@ func (a *App) answer(call *Call, dlg *sipgo.DialogServerSession, offer Offer, de
 		return err
 	}
 	call.answered.Store(true)
+	stats.Answered.Add(1)
 	call.log.Info("answering", "codec", codec, "rtp_port", media.LocalPort(), "to_user", dlg.InviteRequest.Recipient.User)
 	if err := dlg.RespondSDP(sdp); err != nil {
 		call.log.Warn("no ACK for 200 OK", "error", err)

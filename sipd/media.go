@@ -55,7 +55,7 @@ type Media struct {
 	eventPT  int   // telephone-event payload type, -1 for none
 	player   *Player
 	log      *slog.Logger
-	OnAudio  func([]byte)
+	OnAudio  func([]byte, time.Time) // a payload and when its packet was read
 	OnDTMF   func(string)
 	OnMarks  func([]string)
 	mu       sync.Mutex
@@ -98,6 +98,7 @@ func (m *Media) receive() {
 	var dtmf DTMFDetector
 	for {
 		n, from, err := m.conn.ReadFromUDP(buf)
+		at := time.Now()
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				m.log.Warn("rtp read failed", "error", err)
@@ -116,7 +117,8 @@ func (m *Media) receive() {
 		switch {
 		case h.PayloadType == m.pt:
 			if m.OnAudio != nil && len(payload) > 0 {
-				m.OnAudio(append([]byte(nil), payload...))
+				stats.RTPIn.Add(1)
+				m.OnAudio(append([]byte(nil), payload...), at)
 			}
 		case int(h.PayloadType) == m.eventPT:
 			if digit := dtmf.Feed(h.Timestamp, payload); digit != "" && m.OnDTMF != nil {
@@ -152,6 +154,8 @@ func (m *Media) send(ctx context.Context) {
 		packet = AppendRTP(packet[:0], h, frame)
 		if _, err := m.conn.WriteToUDP(packet, remote); err != nil && !errors.Is(err, net.ErrClosed) {
 			m.log.Debug("rtp write failed", "error", err)
+		} else {
+			stats.RTPOut.Add(1)
 		}
 		h.Marker = false
 		h.Sequence++

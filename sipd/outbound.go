@@ -96,6 +96,7 @@ func (a *App) Dial(r OutboundRequest) (*Call, error) {
 		cancel(nil)
 		return nil, errCallExists
 	}
+	stats.Placed.Add(1)
 	go a.dial(ctx, call, r, fromTag)
 	return call, nil
 }

@@ -17,12 +17,18 @@ import (
 type Stream struct {
 	conn     *websocket.Conn
 	log      *slog.Logger
-	audio    chan []byte // caller's audio to the bridge; dropped when the bridge lags
+	audio    chan callerFrame // caller's audio to the bridge; dropped when the bridge lags
 	ctx      context.Context
 	cancel   context.CancelFunc
 	stopped  sync.Once
 	stopping atomic.Bool
 	wg       sync.WaitGroup
+}
+
+// callerFrame is a payload of the caller's and when its RTP packet was read.
+type callerFrame struct {
+	data []byte
+	at   time.Time
 }
 
 // StreamHandlers are what the bridge can ask for.
@@ -52,7 +58,7 @@ func OpenStream(ctx context.Context, url string, start startMessage, log *slog.L
 		return nil, fmt.Errorf("stream %s: %w", url, err)
 	}
 	conn.SetReadLimit(1 << 20)
-	s := &Stream{conn: conn, log: log, audio: make(chan []byte, 256)}
+	s := &Stream{conn: conn, log: log, audio: make(chan callerFrame, 256)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	start.Event, start.SampleRate = "start", 8000
 	if err := s.sendJSON(start); err != nil {
@@ -72,9 +78,10 @@ func (s *Stream) Run(h StreamHandlers) {
 			case <-s.ctx.Done():
 				return
 			case frame := <-s.audio:
-				if err := s.conn.Write(s.ctx, websocket.MessageBinary, frame); err != nil {
+				if err := s.conn.Write(s.ctx, websocket.MessageBinary, frame.data); err != nil {
 					return
 				}
+				stats.InboundLatency.Add(time.Since(frame.at))
 			}
 		}
 	}()
@@ -118,10 +125,11 @@ func (s *Stream) read(h StreamHandlers) error {
 }
 
 // SendAudio queues the caller's audio for the bridge (dropped when 5 s are already queued).
-func (s *Stream) SendAudio(payload []byte) {
+func (s *Stream) SendAudio(payload []byte, at time.Time) {
 	select {
-	case s.audio <- payload:
+	case s.audio <- callerFrame{payload, at}:
 	default:
+		stats.Dropped.Add(1)
 	}
 }
 

@@ -450,6 +450,7 @@ def test_health_answers_without_the_secret_and_the_rest_wants_it(rig: Rig) -> No
     assert (status, body["code"]) == (404, "unknown_call")
     status, body = control(rig, "POST", "/calls", {"call_id": "x", "to": "not a uri"})
     assert (status, body["code"]) == (400, "invalid_request")
+    assert control(rig, "GET", "/stats", secret=None)[0] == 401
 
 
 def test_an_invite_the_api_refuses_gets_its_status_and_reason(rig: Rig) -> None:
@@ -491,6 +492,8 @@ def test_an_answered_call_streams_both_ways_and_ends_with_stop(rig: Rig, transpo
         assert {"event": "mark", "name": "greeting"} in stream.events
 
         # what the caller says reaches the bridge as raw payloads, and a key press once
+        assert control(rig, "POST", "/stats/reset")[0] == 204
+        rtp_in = control(rig, "GET", "/stats")[1]["counters"]["rtp_in"]
         for i in range(5):
             peer.send(rtp(SPOKEN, seq=i, ts=i * 160))
         for n, end in enumerate([False, False, True, True, True]):
@@ -505,6 +508,12 @@ def test_an_answered_call_streams_both_ways_and_ends_with_stop(rig: Rig, transpo
         assert stream.named("dtmf") == [{"event": "dtmf", "digit": "5"}]
         status, health = control(rig, "GET", "/health")
         assert health["calls"] == 1
+        # sipd times its own hop: each caller packet read -> written to the bridge's socket
+        status, stats = control(rig, "GET", "/stats")
+        assert status == 200 and stats["active_calls"] == 1, stats
+        assert stats["inbound_latency"]["count"] == 5, stats
+        assert 0 <= stats["inbound_latency"]["p99_ms"] <= stats["inbound_latency"]["max_ms"]
+        assert stats["counters"]["rtp_in"] - rtp_in == 5 and stats["counters"]["rtp_out"], stats
 
         finished(proc, rig.folder, "+15557654321")  # sipp hung up (BYE, 200)
         assert stream.closed.wait(5), "sipd did not close the stream after the BYE"

@@ -23,9 +23,13 @@ type Call struct {
 	Outbound  bool
 	Transport string // udp or tcp
 	Peer      string // host:port of the trunk or peer (tel: transfer targets go there)
-	key       string // Call-ID and our tag: finds the call from an in-dialog request
-	log       *slog.Logger
-	app       *App
+	// CallerUser is the far party's user part (From of an inbound call, our caller id of an
+	// outbound one): the From of a warm transfer's consult INVITE.
+	CallerUser string
+	trunk      *Trunk // an outbound call's trunk: its credentials serve a consult leg sent there
+	key        string // Call-ID and our tag: finds the call from an in-dialog request
+	log        *slog.Logger
+	app        *App
 
 	mu           sync.Mutex
 	dlg          dialog
@@ -36,6 +40,7 @@ type Call struct {
 	cancelInvite context.CancelCauseFunc // outbound, until answered
 	answered     atomic.Bool
 	transfer     atomic.Pointer[transferState]
+	consult      *Leg // a warm transfer's second leg, while it is up
 	endOnce      sync.Once
 	ended        chan struct{}
 	statusOnce   sync.Once
@@ -117,6 +122,19 @@ func (cs *Calls) Remove(c *Call) {
 	}
 }
 
+// AddKey finds c by another dialog of its own too (a warm transfer's consult leg).
+func (cs *Calls) AddKey(key string, c *Call) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	cs.byKey[key] = c
+}
+
+func (cs *Calls) RemoveKey(key string) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.byKey, key)
+}
+
 func (cs *Calls) Get(id string) *Call {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
@@ -156,26 +174,51 @@ func (c *Call) connectMedia(media *Media, stream *Stream) {
 	c.mu.Lock()
 	c.media, c.stream = media, stream
 	c.mu.Unlock()
-	player := media.Player()
-	media.OnAudio = stream.SendAudio
-	media.OnDTMF = func(digit string) {
-		c.log.Info("dtmf received") // the digit is not logged: keys may be a PIN
-		stream.SendDTMF(digit)
-	}
-	media.OnMarks = stream.SendMarks
+	media.Route(stream.SendAudio, c.dtmfTo(stream), stream.SendMarks)
 	stream.Run(StreamHandlers{
-		Audio: player.Write,
-		Mark:  player.Mark,
-		Clear: player.Clear,
+		Audio: func(audio []byte) { c.bridgePlayer().Write(audio) },
+		Mark:  func(name string) { c.bridgePlayer().Mark(name) },
+		Clear: func() {
+			media.Player().Clear()
+			if p := c.bridgePlayer(); p != media.Player() {
+				p.Clear()
+			}
+		},
 		Hangup: func() {
+			if c.agentLeft() {
+				return
+			}
 			c.log.Info("the bridge hangs up")
 			go c.End("hangup", true)
 		},
 		Closed: func(err error) {
+			if c.agentLeft() {
+				return
+			}
 			c.log.Warn("the bridge closed the stream", "error", err)
 			go c.End("error", true)
 		},
 	})
+}
+
+// bridgePlayer is where the bridge's audio plays: the consult leg's while a warm transfer
+// consults, the caller's otherwise.
+func (c *Call) bridgePlayer() *Player {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.consult != nil {
+		if state := c.transfer.Load(); state != nil && state.phase == phaseConsulting {
+			return c.consult.media.Player()
+		}
+	}
+	return c.media.Player()
+}
+
+func (c *Call) dtmfTo(stream *Stream) func(string) {
+	return func(digit string) {
+		c.log.Info("dtmf received") // the digit is not logged: keys may be a PIN
+		stream.SendDTMF(digit)
+	}
 }
 
 // DTMF from SIP INFO goes the same way as RFC 2833 events.
@@ -203,8 +246,21 @@ func (c *Call) End(reason string, sendBye bool) {
 	c.endOnce.Do(func() {
 		defer close(c.ended)
 		c.mu.Lock()
-		stream, media, dlg := c.stream, c.media, c.dlg
+		stream, media, dlg, leg := c.stream, c.media, c.dlg, c.consult
+		c.consult = nil
+		phase := ""
+		state := c.transfer.Load()
+		if state != nil && state.warm {
+			phase = state.phase
+			state.phase = phaseOver
+		}
 		c.mu.Unlock()
+		if phase == phaseConsulting {
+			c.transferDone("failed", 0, "the call ended while the target was consulted")
+		}
+		if leg != nil {
+			c.endLeg(leg, true)
+		}
 		if stream != nil {
 			stream.Stop(reason)
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // ControlHandler is the HTTP control API the platform calls (Bearer SIPD_SECRET, except /health).
@@ -64,22 +65,40 @@ func (a *App) postTransfer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown_call", "sipd holds no call with this id")
 		return
 	}
-	var body struct {
-		Target string `json:"target"`
-	}
+	var body TransferRequest
 	if err := readJSON(r, &body); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	if err := call.Transfer(body.Target); err != nil {
+	if err := body.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	var err error
+	if body.Mode == "warm" { // answers once the target answered or the consult failed
+		err = call.WarmTransfer(body.Target, time.Duration(body.TimeoutSeconds*float64(time.Second)))
+	} else {
+		err = call.Transfer(body.Target)
+	}
+	var failed *ConsultFailed
+	switch {
+	case errors.As(err, &failed):
+		out := map[string]any{"code": "transfer_failed", "message": failed.Error()}
+		if failed.Code > 0 {
+			out["sip_code"] = failed.Code
+		}
+		writeJSON(w, http.StatusBadGateway, out)
+	case err != nil:
 		status, code := http.StatusBadRequest, "invalid_target"
 		if errors.Is(err, errTransferBusy) || strings.Contains(err.Error(), "not answered") {
 			status, code = http.StatusConflict, "transfer_not_possible"
 		}
 		writeError(w, status, code, err.Error())
-		return
+	case body.Mode == "warm":
+		writeJSON(w, http.StatusOK, map[string]string{"state": "consulting"})
+	default:
+		writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
 	}
-	writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
 }
 
 func (a *App) postHangup(w http.ResponseWriter, r *http.Request) {

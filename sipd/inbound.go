@@ -73,6 +73,7 @@ func (a *App) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	call := newCall(a, decision.CallID, sipCallID, false, transport, req.Source())
+	call.CallerUser = ask.FromUser
 	tag, _ := dlg.InviteRequest.To().Params.Get("tag")
 	call.key = dialogKey(sipCallID, tag)
 	if offerErr != nil || ChooseCodec(offer, []string{decision.Codec}) == "" {

@@ -58,9 +58,10 @@ type Media struct {
 	OnAudio  func([]byte, time.Time) // a payload and when its packet was read
 	OnDTMF   func(string)
 	OnMarks  func([]string)
-	mu       sync.Mutex
+	mu       sync.Mutex // guards the handlers above once started, remote, latched, relay
 	remote   *net.UDPAddr
 	latched  bool
+	relay    *Media // while set, every packet received goes to relay as it is, and the player is silent
 	cancel   context.CancelFunc
 	done     chan struct{}
 	closeOne sync.Once
@@ -113,16 +114,24 @@ func (m *Media) receive() {
 		if !m.latched {
 			m.remote, m.latched = from, true
 		}
+		onAudio, onDTMF, relay := m.OnAudio, m.OnDTMF, m.relay
 		m.mu.Unlock()
 		switch {
-		case h.PayloadType == m.pt:
-			if m.OnAudio != nil && len(payload) > 0 {
+		case relay != nil:
+			if h.PayloadType == m.pt {
 				stats.RTPIn.Add(1)
-				m.OnAudio(append([]byte(nil), payload...), at)
+				relay.forward(h, payload, false)
+			} else if int(h.PayloadType) == m.eventPT {
+				relay.forward(h, payload, true)
+			}
+		case h.PayloadType == m.pt:
+			if onAudio != nil && len(payload) > 0 {
+				stats.RTPIn.Add(1)
+				onAudio(append([]byte(nil), payload...), at)
 			}
 		case int(h.PayloadType) == m.eventPT:
-			if digit := dtmf.Feed(h.Timestamp, payload); digit != "" && m.OnDTMF != nil {
-				m.OnDTMF(digit)
+			if digit := dtmf.Feed(h.Timestamp, payload); digit != "" && onDTMF != nil {
+				onDTMF(digit)
 			}
 		}
 	}
@@ -144,13 +153,16 @@ func (m *Media) send(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
+		m.mu.Lock()
+		remote, relaying, onMarks := m.remote, m.relay != nil, m.OnMarks
+		m.mu.Unlock()
+		if relaying { // the other leg's packets go out as they come (forward)
+			continue
+		}
 		frame, marks := m.player.Tick()
 		if frame == nil {
 			frame = silence
 		}
-		m.mu.Lock()
-		remote := m.remote
-		m.mu.Unlock()
 		packet = AppendRTP(packet[:0], h, frame)
 		if _, err := m.conn.WriteToUDP(packet, remote); err != nil && !errors.Is(err, net.ErrClosed) {
 			m.log.Debug("rtp write failed", "error", err)
@@ -160,10 +172,53 @@ func (m *Media) send(ctx context.Context) {
 		h.Marker = false
 		h.Sequence++
 		h.Timestamp += FrameBytes
-		if len(marks) > 0 && m.OnMarks != nil {
-			m.OnMarks(marks)
+		if len(marks) > 0 && onMarks != nil {
+			onMarks(marks)
 		}
 	}
+}
+
+// Route changes where the received audio, keys and played marks go (nil: nowhere), at once.
+func (m *Media) Route(onAudio func([]byte, time.Time), onDTMF func(string), onMarks func([]string)) {
+	m.mu.Lock()
+	m.OnAudio, m.OnDTMF, m.OnMarks = onAudio, onDTMF, onMarks
+	m.mu.Unlock()
+}
+
+// RelayTo sends every packet m receives (audio and telephone-events) on through other, as
+// it comes, and stops m's own player: two legs joined without the bridge. Call it on both.
+func (m *Media) RelayTo(other *Media) {
+	m.mu.Lock()
+	m.relay = other
+	m.mu.Unlock()
+}
+
+// forward sends another leg's packet to m's peer, its payload type renamed to m's (same
+// codec: the consult leg was offered only the caller's); events m's peer did not take are dropped.
+func (m *Media) forward(h RTPHeader, payload []byte, event bool) {
+	pt := m.pt
+	if event {
+		if m.eventPT < 0 {
+			return
+		}
+		pt = uint8(m.eventPT)
+	}
+	m.mu.Lock()
+	remote := m.remote
+	m.mu.Unlock()
+	if remote == nil {
+		return
+	}
+	if _, err := m.conn.WriteToUDP(RelayPacket(h, payload, pt), remote); err == nil {
+		stats.RTPOut.Add(1)
+	}
+}
+
+// RelayPacket is a received packet sent on: its header as it was (sequence, timestamp,
+// SSRC, marker: the far end sees the other leg's stream) with payload type pt.
+func RelayPacket(h RTPHeader, payload []byte, pt uint8) []byte {
+	h.PayloadType = pt
+	return AppendRTP(make([]byte, 0, 12+len(payload)), h, payload)
 }
 
 // Close stops both directions and frees the port.

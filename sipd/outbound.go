@@ -89,6 +89,8 @@ func (a *App) Dial(r OutboundRequest) (*Call, error) {
 	sipCallID := uuid.NewString()
 	fromTag := sip.GenerateTagN(16)
 	call := newCall(a, r.CallID, sipCallID, true, r.Trunk.Transport, r.Trunk.Address)
+	trunk := r.Trunk
+	call.CallerUser, call.trunk = r.FromUser, &trunk
 	call.key = dialogKey(sipCallID, fromTag)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	call.cancelInvite = cancel

@@ -137,6 +137,10 @@ func (a *App) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	respond(tx, req, 200, "OK")
+	if c.isConsult(req) {
+		c.consultHungUp()
+		return
+	}
 	c.log.Info("the peer hangs up (BYE)")
 	c.End(c.endReason("hangup"), false)
 }

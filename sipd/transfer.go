@@ -17,6 +17,8 @@ type transferState struct {
 	target   string
 	reported chan struct{}
 	outcome  string // "" while in flight; guarded by the call's mu
+	warm     bool   // a consult leg (warm.go), not a REFER
+	phase    string // of a warm transfer: dialing, consulting, joined, over; guarded by mu
 }
 
 // ReferTarget turns a transfer target into a Refer-To URI: sip: and sips: URIs as they are,

@@ -17,7 +17,7 @@ from livekit.agents import Agent, AgentSession, JobContext, RunContext, llm
 from adapters.livekit.rooms import CALL_TOPIC, CallRoom
 from adapters.net.guard import TargetPolicy, TargetRefused, check_url
 from adapters.net.http import GuardedHttpClient
-from adapters.telephony.calls import NoPhoneLeg, transfer
+from adapters.telephony.calls import CONSULTING_CHANNELS, NoPhoneLeg, transfer
 from agent.callbacks import merge_variables, post_call, pre_call
 from agent.keypad import Keypad
 from agent.playback import PlaybackLink, YieldingAudioOutput
@@ -211,17 +211,24 @@ class CallSession:
 
     def _transfer_call_handler(self) -> Any:
         """The built-in ``transfer_call`` tool: only to the agent's configured targets (the
-        model picks a name, never a number). Warm: the agent says the target's briefing to the
-        caller first. The transfer runs through the same path as the API's transfer route."""
+        model picks a name, never a number). Warm, with a briefing: on a channel whose provider
+        consults (``CONSULTING_CHANNELS``: the target answers while the caller holds, and is
+        joined to the caller when the agent leaves) the transfer comes first, then the agent
+        says the briefing to the human and leaves; elsewhere (Twilio: the caller goes straight
+        to the target) the agent says the briefing to the caller first. The transfer runs
+        through the same path as the API's transfer route."""
 
         async def transfer_call(raw_arguments: dict[str, object], ctx: RunContext) -> str:
             name = str(raw_arguments.get("target", ""))
             target = next((t for t in self.config.transfer_targets if t.name == name), None)
             if target is None:
                 return f"There is no transfer target named {name!r}."
-            if target.mode == "warm" and target.briefing and self.session is not None:
-                handle = self.session.say(substitute(target.briefing, self.variables))
-                await handle.wait_for_playout()
+            briefing = None
+            if target.mode == "warm" and target.briefing:
+                briefing = substitute(target.briefing, self.variables)
+            consults = target.mode == "warm" and self.room.channel in CONSULTING_CHANNELS
+            if briefing and not consults:
+                await self._say_now(briefing)
             actor = Actor(space_id=self.room.space_id, subject=SYSTEM_SUBJECT)
             try:
                 _result, problem = await transfer(
@@ -232,10 +239,18 @@ class CallSession:
                 return "This call cannot be transferred (it is not a phone call)."
             if problem is not None:
                 return f"The transfer did not go through ({problem}); stay with the caller."
+            if briefing and consults:  # the human listens now, the caller on hold
+                await self._say_now(briefing)
             asyncio.ensure_future(self._end("transferred"))
             raise llm.StopResponse()
 
         return transfer_call
+
+    async def _say_now(self, text: str) -> None:
+        """Say ``text`` (not interruptible) and wait until it has been heard."""
+        if self.session is not None:
+            handle = self.session.say(text, allow_interruptions=False)
+            await handle.wait_for_playout()
 
     def _call_message(self, packet: Any) -> None:
         """What the API tells the worker about the phone leg (``CALL_TOPIC``): a machine

@@ -36,7 +36,8 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 class ProviderError(Exception):
     """The provider refused or failed. ``code``: ``provider_unreachable`` (network, timeout,
     5xx), ``provider_auth_failed`` (401/403), ``provider_rejected`` (4xx: the request is
-    wrong for this provider, e.g. a number no longer available) or ``provider_not_found``."""
+    wrong for this provider, e.g. a number no longer available), ``provider_not_found`` or
+    ``transfer_failed`` (a warm transfer's target did not answer: the caller stays)."""
 
     def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(message)

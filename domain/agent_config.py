@@ -170,7 +170,9 @@ class TransferTarget(Frozen):
     mode: Literal["cold", "warm"] = "cold"
     briefing: str = Field(
         "", max_length=2000,
-        description="Warm transfers: what the agent says before handing over (`{{variables}}`).",
+        description="Warm transfers: what the agent says to the human once they answer (SIP, "
+        "VoxImplant: the caller on hold), or to the caller before handing over (Twilio) "
+        "(`{{variables}}`).",
     )  # fmt: skip
 
 

@@ -382,6 +382,14 @@ class TelephonySettings(BaseModel):
         description="Longest wait for one request between sipd and the API, either way "
         "(an INVITE the API does not decide in time is answered 503).",
     )
+    sip_transfer_ring_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="How long a warm transfer of a SIP call rings the target before it fails "
+        "(the agent then stays with the caller); the API waits this plus "
+        "sip_timeout_seconds for sipd's answer.",
+    )
 
 
 class ConsumerSettings(BaseModel):

@@ -47,6 +47,10 @@ REPORTS_TRANSFER_OUTCOME = frozenset({"twilio", "sip"})
 STREAM_AT_DIAL = frozenset({"sip"})
 # providers that know a running call by our call id (sipd's control API), not by theirs
 KNOWN_BY_OUR_CALL_ID = frozenset({"sip"})
+# channels whose provider, for a warm transfer, connects the agent to the target first (the
+# caller on hold) and joins the caller only once the agent's stream ends: the agent briefs the
+# human itself after the transfer is taken (sipd's consult leg; our VoxImplant scenario)
+CONSULTING_CHANNELS = frozenset({"sip", "voximplant"})
 LOCAL_API = "http://127.0.0.1:8000"
 
 

@@ -11,9 +11,12 @@ itself. Its answer carries the SIP Call-ID: the call's ``provider_call_id``.
 
 **A running call** is known to ``sipd`` by *our* call id (its control routes are
 ``/calls/{call_id}/...``): ``transfer`` and ``hang_up`` take that id where other providers
-take theirs (``adapters.telephony.calls.call_handle``). A transfer is a REFER (blind: ``cold``
-and ``warm`` are the same at the provider, as with Twilio; a warm transfer's briefing is the
-agent's business before it asks); ``sipd`` reports its outcome to ``/api/sip/transfer``.
+take theirs (``adapters.telephony.calls.call_handle``). A ``cold`` transfer is a REFER;
+a ``warm`` one is sipd's consult leg: it dials the target itself and answers once the target
+answered (the agent now speaks with the target, the caller on hold) or failed (502
+``transfer_failed``: raised as ``ProviderError("transfer_failed")``, the agent keeps the
+caller); when the agent's stream ends sipd joins caller and target. Either way ``sipd``
+reports the outcome to ``/api/sip/transfer``.
 
 No number provider: SIP numbers are the space's own, recorded with ``POST
 /api/telephony/numbers`` and a trunk. Calls are synchronous (run them in a thread).
@@ -106,9 +109,11 @@ class SipVoiceProvider:
         self, creds: ProviderCredentials, provider_call_id: str, target: str, mode: TransferMode,
         *, outcome_url: str | None = None,
     ) -> None:  # fmt: skip
-        """REFER the caller to ``target`` (E.164, sent as ``tel:``, or a SIP URI).
-        ``provider_call_id`` is our call id here (see the module's docstring); ``sipd`` reports
-        the outcome to ``/api/sip/transfer`` (``outcome_url`` names the same route)."""
+        """Transfer the caller to ``target`` (E.164, sent as ``tel:``, or a SIP URI): cold, a
+        REFER; warm, sipd's consult leg (returns once the target answered; a target that does
+        not: ``ProviderError("transfer_failed")``). ``provider_call_id`` is our call id here
+        (see the module's docstring); ``sipd`` reports the outcome to ``/api/sip/transfer``
+        (``outcome_url`` names the same route)."""
         call_id = _call_id(provider_call_id)
         if E164.fullmatch(target):
             refer_to = f"tel:{target}"
@@ -119,8 +124,15 @@ class SipVoiceProvider:
                 "provider_rejected", "A transfer target must be an E.164 number "
                 "(+15551234567) or a SIP URI (sip:desk@pbx.example.com).",
             )  # fmt: skip
-        self._post(f"/calls/{call_id}/transfer", {"target": refer_to}, f"transfer {call_id}")
-        log.info("SIP call %s transferred (%s, REFER) to %s", call_id, mode,
+        body: dict[str, Any] = {"target": refer_to, "mode": mode}
+        timeout = None
+        if mode == "warm":  # sipd answers once the target answered or failed: it rings first
+            ring = self.settings.sip_transfer_ring_seconds
+            body["timeout_seconds"] = ring
+            timeout = ring + self.settings.sip_timeout_seconds
+        self._post(f"/calls/{call_id}/transfer", body, f"transfer {call_id}", timeout)
+        log.info("SIP call %s transferred (%s) to %s", call_id,
+                 "warm, target answered" if mode == "warm" else "cold, REFER",
                  "a SIP URI" if refer_to.startswith("sip") else "a number")  # fmt: skip
 
     def hang_up(self, creds: ProviderCredentials, provider_call_id: str) -> None:
@@ -147,13 +159,15 @@ class SipVoiceProvider:
             )  # fmt: skip
         return trunk, secrets
 
-    def _post(self, path: str, body: dict[str, Any] | None, what: str) -> Any:
+    def _post(
+        self, path: str, body: dict[str, Any] | None, what: str, timeout: float | None = None
+    ) -> Any:
         secret = self.settings.sip_secret.get_secret_value()
         try:
             answer = httpx.post(
                 control_url(self.settings) + path, json=body,
                 headers={"Authorization": f"Bearer {secret}"},
-                timeout=self.settings.sip_timeout_seconds, follow_redirects=False,
+                timeout=timeout or self.settings.sip_timeout_seconds, follow_redirects=False,
             )  # fmt: skip
         except httpx.HTTPError as exc:
             raise ProviderError(
@@ -171,8 +185,29 @@ class SipVoiceProvider:
                                 "(telephony.sip_secret differs).", status)  # fmt: skip
         if status == 404:
             raise ProviderError("provider_not_found", f"sipd holds no such call ({what}).", 404)
+        if status == 502 and _error_code(answer) == "transfer_failed":  # a warm transfer's target
+            message = _error_message(answer) or "the target did not answer"
+            raise ProviderError("transfer_failed", f"The warm transfer failed: {message}.", 502)
         code = "provider_unreachable" if status >= 500 else "provider_rejected"
         raise ProviderError(code, text, status)
+
+
+def _error_body(answer: httpx.Response) -> dict[str, Any]:
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_code(answer: httpx.Response) -> str | None:
+    code = _error_body(answer).get("code")
+    return code if isinstance(code, str) else None
+
+
+def _error_message(answer: httpx.Response) -> str:
+    message = _error_body(answer).get("message")
+    return message[:200] if isinstance(message, str) else ""
 
 
 def _call_id(handle: str) -> UUID:

@@ -99,6 +99,14 @@ def test_transfer_and_hang_up_name_our_call_id(fake):
     sip.transfer(CREDS, call_id, "+14155550199", "cold")
     sip.transfer(CREDS, call_id, "sip:desk@10.1.1.1:5090", "warm")
     assert fake.transfers == [(call_id, "tel:+14155550199"), (call_id, "sip:desk@10.1.1.1:5090")]
+    cold, warm = fake.of(f"/calls/{call_id}/transfer")
+    assert cold.body == {"target": "tel:+14155550199", "mode": "cold"}
+    ring = Settings().telephony.sip_transfer_ring_seconds
+    assert warm.body == {"target": "sip:desk@10.1.1.1:5090", "mode": "warm",
+                         "timeout_seconds": ring}  # fmt: skip
+    fake.refuse_consult(486)  # a warm transfer's target that does not answer: the agent stays
+    error = expect("transfer_failed", lambda: sip.transfer(CREDS, call_id, "+14155550199", "warm"))
+    assert "486" in error.message
     sip.hang_up(CREDS, call_id)
     assert fake.hangups == [call_id]
 

@@ -146,9 +146,17 @@ class BridgeStream:
     events: list[dict[str, Any]] = field(default_factory=list)
     frames: list[bytes] = field(default_factory=list)
     closed: threading.Event = field(default_factory=threading.Event)
+    ws: ServerConnection | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == event]
+
+    def send(self, message: bytes | dict[str, Any]) -> None:
+        """The bridge sends sipd audio (bytes) or an event, from the test's thread."""
+        assert self.ws is not None and self.loop is not None
+        data = message if isinstance(message, bytes) else json.dumps(message)
+        asyncio.run_coroutine_threadsafe(self.ws.send(data), self.loop).result(5)
 
 
 class FakeBridge:
@@ -167,7 +175,7 @@ class FakeBridge:
         return f"ws://127.0.0.1:{self.port}/streams/sip"
 
     async def _handle(self, ws: ServerConnection) -> None:
-        stream = BridgeStream()
+        stream = BridgeStream(ws=ws, loop=self.loop)
         try:
             async for message in ws:
                 if isinstance(message, bytes):
@@ -424,13 +432,14 @@ def rig(sipd_binary: Path, tmp_path: Path) -> Iterator[Rig]:
 
 
 def control(rig: Rig, method: str, path: str, body: dict[str, Any] | None = None,
-            secret: str | None = SECRET) -> tuple[int, dict[str, Any]]:  # fmt: skip
+            secret: str | None = SECRET, timeout: float = 5
+            ) -> tuple[int, dict[str, Any]]:  # fmt: skip
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(rig.sipd.control_url + path, data=data, method=method)  # noqa: S310
     if secret is not None:
         req.add_header("Authorization", f"Bearer {secret}")
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             text = resp.read()
             return resp.status, json.loads(text) if text else {}
     except urllib.error.HTTPError as exc:
@@ -803,3 +812,210 @@ def test_a_challenged_invite_comes_back_with_credentials_the_api_checks(rig: Rig
     stream = rig.bridge.next_stream()
     assert stream.closed.wait(5)
     assert stream.events[-1] == {"event": "stop", "reason": "hangup"}
+
+
+# --- warm transfer ---------------------------------------------------------------------------
+
+CALLER_SAYS = bytes([0x44]) * 160  # the caller, once joined to the target
+DESK_SAYS = bytes([0x55]) * 160  # the human at the desk
+
+
+def _desk(rtp_port: int, answer: str = "200") -> str:
+    """A desk phone (UAS): rings, then answers 200 with PCMU (its RTP: the test's socket) and
+    waits for BYE; or refuses with ``answer`` (e.g. 486)."""
+    reply = """      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:desk@[local_ip]:[local_port];transport=[transport]>"""
+    if answer != "200":
+        return _scenario("desk", f"""  <recv request="INVITE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 {answer} Busy Here
+{reply}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+""")  # fmt: skip
+    return _scenario("desk", f"""  <recv request="INVITE">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 0 101" search_in="body" check_it="true" assign_to="m"/>
+      <ereg regexp="From: [^\\r\\n]*sip:\\+15550001111@" search_in="msg" check_it="true"
+            assign_to="f"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 180 Ringing
+{reply}
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+{reply}
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=desk 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio {rtp_port} RTP/AVP 0 101
+      a=rtpmap:0 PCMU/8000
+      a=rtpmap:101 telephone-event/8000
+      a=sendrecv
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="m,f"/>
+""")  # fmt: skip
+
+
+def _start_desk(rig: Rig, scenario: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    path = rig.folder / "desk.xml"
+    path.write_text(scenario)
+    proc = subprocess.Popen(
+        [SIPP, "-sf", str(path), "-i", "127.0.0.1", "-p", str(port), "-m", "1",
+         "-timeout", "30s", "-timeout_error", "-trace_err",
+         "-error_file", str(rig.folder / "desk-errors.log"), "-nostdin"],
+        cwd=rig.folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(0.5)  # sipp binds its port
+    return proc, port
+
+
+def _wait(condition: Any, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_a_warm_transfer_consults_the_target_then_joins_it_to_the_caller(rig: Rig) -> None:
+    caller, desk = RtpPeer(), RtpPeer()
+    desk_proc, desk_port = _start_desk(rig, _desk(desk.port))
+    # the caller stays on the line for 9 s, then hangs up: sipd hangs up the desk too
+    caller_proc = run_sipp(rig.folder, _answered(caller.port, 9000), "+15557654321", rig.target)
+    try:
+        stream = rig.bridge.next_stream()
+        call_id = stream.named("start")[0]["call_id"]
+        assert caller.receive(until=time.monotonic() + 1.0).count(PLAYED) == 10
+
+        target = f"sip:desk@127.0.0.1:{desk_port}"
+        status, body = control(rig, "POST", f"/calls/{call_id}/transfer",
+                               {"target": target, "mode": "warm", "timeout_seconds": 10},
+                               timeout=15)  # fmt: skip
+        assert (status, body) == (200, {"state": "consulting"})
+
+        # consulting: the bridge talks with the desk; the caller, on hold, is not heard
+        for _ in range(5):
+            stream.send(PLAYED)
+        stream.send({"event": "mark", "name": "briefed"})
+        heard = desk.receive(until=time.monotonic() + 1.0)
+        assert heard.count(PLAYED) == 5, f"the desk heard {heard.count(PLAYED)} of 5 frames"
+        assert _wait(lambda: {"event": "mark", "name": "briefed"} in stream.events)
+        for i in range(5):
+            desk.send(rtp(DESK_SAYS, seq=i, ts=i * 160))
+            caller.send(rtp(CALLER_SAYS, seq=100 + i, ts=(100 + i) * 160))
+        assert _wait(lambda: stream.frames.count(DESK_SAYS) == 5)
+        assert CALLER_SAYS not in stream.frames, "the caller on hold was heard by the bridge"
+        assert PLAYED not in caller.receive(until=time.monotonic() + 0.3)
+
+        # the agent leaves: the stream stops (transfer) and caller and desk are joined
+        stream.send({"event": "hangup"})
+        assert stream.closed.wait(5)
+        assert stream.events[-1] == {"event": "stop", "reason": "transfer"}
+        assert _wait(lambda: rig.api.transfers)
+        assert [(t["call_id"], t["outcome"], t["sip_code"]) for t in rig.api.transfers] == [
+            (call_id, "completed", 200)
+        ]
+        for i in range(5):
+            caller.send(rtp(CALLER_SAYS, seq=200 + i, ts=(200 + i) * 160))
+            desk.send(rtp(DESK_SAYS, seq=200 + i, ts=(200 + i) * 160))
+        event = struct.pack("!BBH", 7, 0x80 | 10, 800)  # key 7, end of event
+        caller.send(rtp(event, seq=300, ts=9000, pt=101))
+        desk_heard = _raw(desk, until=time.monotonic() + 1.0)
+        assert [p for pt, p in desk_heard if pt == 0].count(CALLER_SAYS) == 5
+        assert (101, event) in desk_heard, "the caller's key did not reach the desk"
+        assert caller.receive(until=time.monotonic() + 1.0).count(DESK_SAYS) == 5
+
+        finished(caller_proc, rig.folder, "+15557654321")  # the caller's BYE...
+        finished(desk_proc, rig.folder, "desk")  # ...ends the desk's leg too
+    finally:
+        caller.close()
+        desk.close()
+        for proc in (caller_proc, desk_proc):
+            if proc.poll() is None:
+                proc.kill()
+    assert _wait(lambda: len(rig.api.statuses) >= 2)
+    assert [s["status"] for s in rig.api.statuses] == ["in-progress", "completed"]
+    assert len(rig.api.transfers) == 1
+    assert control(rig, "GET", "/health")[1]["calls"] == 0
+
+
+def test_a_warm_transfer_the_target_refuses_answers_502_and_the_agent_keeps_the_caller(
+    rig: Rig,
+) -> None:
+    caller = RtpPeer()
+    desk_proc, desk_port = _start_desk(rig, _desk(0, answer="486"))
+    caller_proc = run_sipp(rig.folder, _answered(caller.port, 3000), "+15557654321", rig.target)
+    try:
+        stream = rig.bridge.next_stream()
+        call_id = stream.named("start")[0]["call_id"]
+        assert caller.receive(until=time.monotonic() + 0.5)
+        status, body = control(rig, "POST", f"/calls/{call_id}/transfer",
+                               {"target": f"sip:desk@127.0.0.1:{desk_port}", "mode": "warm"},
+                               timeout=15)  # fmt: skip
+        assert (status, body["code"], body["sip_code"]) == (502, "transfer_failed", 486)
+        finished(desk_proc, rig.folder, "desk")
+        caller.send(rtp(CALLER_SAYS, seq=1, ts=160))
+        assert _wait(lambda: CALLER_SAYS in stream.frames), "the caller is not heard any more"
+        stream.send(PLAYED)
+        assert PLAYED in caller.receive(until=time.monotonic() + 0.5)
+        status, body = control(rig, "POST", f"/calls/{call_id}/transfer",
+                               {"target": "sip:desk@127.0.0.1:1", "mode": "tepid"})  # fmt: skip
+        assert (status, body["code"]) == (400, "invalid_request")
+        finished(caller_proc, rig.folder, "+15557654321")
+    finally:
+        caller.close()
+        for proc in (caller_proc, desk_proc):
+            if proc.poll() is None:
+                proc.kill()
+    assert rig.api.transfers == []  # the 502 was the outcome: nothing reported besides
+
+
+def _raw(peer: RtpPeer, until: float) -> list[tuple[int, bytes]]:
+    """Every RTP packet heard before ``until``: (payload type, payload)."""
+    heard: list[tuple[int, bytes]] = []
+    while time.monotonic() < until:
+        try:
+            data, addr = peer.sock.recvfrom(2048)
+        except TimeoutError:
+            break
+        peer.sipd = addr
+        heard.append((data[1] & 0x7F, data[12:]))
+    return heard

@@ -4,7 +4,9 @@ holds no SIP: it records what it is asked, as ``sipd`` would take it.
 
 - ``GET /health`` -> ``{"ok": true, "calls": N}`` (no secret needed);
 - ``POST /calls`` -> 202 ``{"sip_call_id": ...}`` (the call is then held);
-- ``POST /calls/{call_id}/transfer`` -> 202; ``POST /calls/{call_id}/hangup`` -> 204;
+- ``POST /calls/{call_id}/transfer`` -> 202 (cold), 200 ``{"state": "consulting"}`` (warm: the
+  target answered) or 502 ``transfer_failed`` after ``refuse_consult(sip_code)``;
+  ``POST /calls/{call_id}/hangup`` -> 204;
 - 404 ``{"code": "unknown_call"}`` for a call it does not hold, 401 for a wrong secret.
 
 ``hold(call_id)`` makes it hold a call that came in (an inbound INVITE); ``fail_next(status)``
@@ -38,6 +40,7 @@ class FakeSipd:
         self.transfers: list[tuple[str, str]] = []  # (call_id, target)
         self.hangups: list[str] = []
         self._fail: int | None = None
+        self._consult_refusal: int | None = None
         self._lock = threading.Lock()
         self._server: http.server.ThreadingHTTPServer | None = None
 
@@ -71,6 +74,10 @@ class FakeSipd:
     def hold(self, call_id: str) -> None:
         with self._lock:
             self.calls[str(call_id)] = {}
+
+    def refuse_consult(self, sip_code: int) -> None:
+        """The next warm transfer's target answers ``sip_code``: 502 ``transfer_failed``."""
+        self._consult_refusal = sip_code
 
     def fail_next(self, status: int) -> None:
         self._fail = status
@@ -119,7 +126,13 @@ class FakeSipd:
                 return 404, {"code": "unknown_call"}
             if action == "transfer":
                 self.transfers.append((call_id, (body or {}).get("target")))
-                return 202, {}
+                if (body or {}).get("mode") != "warm":
+                    return 202, {"ok": True}
+                if self._consult_refusal is not None:
+                    code, self._consult_refusal = self._consult_refusal, None
+                    return 502, {"code": "transfer_failed", "sip_code": code,
+                                 "message": f"the target answered {code} Busy Here"}  # fmt: skip
+                return 200, {"state": "consulting"}
             self.hangups.append(call_id)
             del self.calls[call_id]
             return 204, None

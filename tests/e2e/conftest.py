@@ -24,13 +24,28 @@ from tests.support.processes import Process, eventually
 from tests.support.sip_platform import ApiServer, Sipd, sipd_env
 
 
+@dataclass(frozen=True)
+class SipPorts:
+    sip: int
+    control: int
+
+
+@pytest.fixture(scope="session")
+def sip_ports() -> SipPorts:
+    """The test sipd's ports: the ``sip`` fixture runs it there, and the worker's
+    ``transfer_call`` tool asks its control API (not the local stack's sipd)."""
+    return SipPorts(free_port(), free_port())
+
+
 @pytest.fixture(scope="session")
 def worker(
-    pipeline: dict, pipeline_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Process]:
+    pipeline: dict, pipeline_settings: Settings, sip_ports: SipPorts,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Process]:  # fmt: skip
     """``voxagent worker`` registered with the local LiveKit server; tools may reach
-    loopback services (the test's order service)."""
-    env = {"VOXAGENT_WORKER__CALLBACK_ALLOWED_NETWORKS": json.dumps(["127.0.0.1/32"])}
+    loopback services (the test's order service); SIP transfers go to the test's sipd."""
+    env = {"VOXAGENT_WORKER__CALLBACK_ALLOWED_NETWORKS": json.dumps(["127.0.0.1/32"]),
+           "VOXAGENT_TELEPHONY__SIPD_CONTROL_PORT": str(sip_ports.control)}  # fmt: skip
     proc = Process("worker", pipeline_settings, Path(tmp_path_factory.mktemp("worker")), env=env)
     proc.start()
     try:
@@ -81,11 +96,12 @@ class SipEndpoint:
 @pytest.fixture(scope="session")
 def sip(
     pipeline_settings: Settings, issuer: JwksServer, bridge: str, pipeline: dict,
-    tmp_path_factory: pytest.TempPathFactory,
+    sip_ports: SipPorts, tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SipEndpoint]:  # fmt: skip
     """The real sipd on ports of its own, asking an API whose streams go to the test bridge."""
     telephony = pipeline_settings.telephony.model_copy(update={
-        "bridge_public_url": bridge, "sip_port": free_port(), "sipd_control_port": free_port(),
+        "bridge_public_url": bridge, "sip_port": sip_ports.sip,
+        "sipd_control_port": sip_ports.control,
     })  # fmt: skip
     settings = pipeline_settings.model_copy(update={"telephony": telephony})
     container = bootstrap(settings, verifier=JwtVerifier(issuer.auth_settings()))

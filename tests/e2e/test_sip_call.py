@@ -1,7 +1,8 @@
 """SIP trunks end to end: a real SIP phone (baresip) calls a provisioned number at our SIP
 endpoint (the real sipd), the real worker answers through the bridge and LiveKit, the phone
 records what it heard and Whisper checks it; the agent calls a phone out through a trunk; a
-REFER moves a caller to a third phone. Everything on loopback, nothing mocked."""
+REFER moves a caller to a third phone; a warm transfer briefs a third phone, then joins it to
+the caller. Everything on loopback, nothing mocked."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.support.baresip import Phone
@@ -211,3 +213,61 @@ def test_a_refer_moves_the_caller_to_another_phone(
 
         assert eventually(outcome, timeout=60, what="the transfer's outcome",
                           processes=procs) == "completed"  # fmt: skip
+
+
+def test_a_warm_transfer_briefs_the_desk_then_joins_it_to_the_caller(
+    sip, issuer, worker, pipeline, tmp_path: Path
+) -> None:  # fmt: skip
+    """The caller asks for a person; the agent's transfer_call tool has sipd dial the desk (the
+    caller on hold), says the briefing to the desk, and leaves: sipd joins caller and desk."""
+    space = Space(sip.http, issuer)
+    desk = Phone(tmp_path / "desk", "desk", auto_answer=True)
+    desk.say(speak("This is the help desk speaking."), SPEECH_RATE, lead_s=14.0)
+    caller = Phone(tmp_path / "caller", CALLER_ID)
+    caller.say(np.concatenate([
+        speak("Please connect me to a person."), np.zeros(int(16000 * 22), np.int16),
+        speak("Good morning, thank you very much.", rate=130),
+    ]), SPEECH_RATE, lead_s=4.0)  # fmt: skip
+    agent_id = space.agent(
+        transfer_targets=[{"name": "desk", "destination": desk.uri, "mode": "warm",
+                           "description": "A person at the help desk.",
+                           "briefing": "A caller needs help with an order."}],
+        llm={"provider": "scripted", "fallback_reply": "", "script": [
+            {"match": "person|connect|human", "tool": "transfer_call",
+             "arguments": {"target": "desk"}}]},
+    )  # fmt: skip
+    _, e164 = space.number(loopback_trunk(space), agent_id)
+    procs = (*pipeline.values(), worker, sip.sipd)
+    with caller, desk:
+        caller.dial(f"sip:{e164}@{sip.address}")
+        caller.wait_event("CALL_ESTABLISHED", timeout=30)
+        answered = desk.wait_event("CALL_ESTABLISHED", timeout=45)  # sipd's consult leg
+        assert CALLER_ID in answered["peeruri"], answered  # it shows the caller's number
+        time.sleep(30)  # the briefing, the join, the desk's words, the caller's second phrase
+        caller.hangup()
+        caller.wait_event("CALL_CLOSED", timeout=15)
+        desk.wait_event("CALL_CLOSED", timeout=15)  # the caller's BYE ended the desk's leg
+    desk_heard = heard_text(desk)
+    assert understood(desk_heard, "A caller needs help with an order.", "caller", "order"), (
+        desk_heard
+    )
+    assert understood(desk_heard, "Good morning, thank you very much.", "morning", "thank"), (
+        desk_heard
+    )
+    caller_heard = heard_text(caller)
+    assert "caller needs" not in caller_heard.lower(), "the caller heard the briefing"
+    assert understood(caller_heard, "This is the help desk speaking.", "desk", "speaking"), (
+        caller_heard
+    )
+
+    call = eventually(lambda: [c for c in space.calls() if c["to_number"] == e164],
+                      timeout=60, what="the SIP call", processes=procs)  # fmt: skip
+    session = space.ended(call[0]["id"], procs)
+    assert session["end_reason"] == "transferred", session
+
+    def outcome() -> str | None:
+        got = space.get(f"/api/sessions/{session['id']}")
+        return got.get("transfer_status") if got.get("transfer_status") != "requested" else None
+
+    assert eventually(outcome, timeout=60, what="the transfer's outcome",
+                      processes=procs) == "completed"  # fmt: skip

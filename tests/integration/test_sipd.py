@@ -820,9 +820,10 @@ CALLER_SAYS = bytes([0x44]) * 160  # the caller, once joined to the target
 DESK_SAYS = bytes([0x55]) * 160  # the human at the desk
 
 
-def _desk(rtp_port: int, answer: str = "200") -> str:
+def _desk(rtp_port: int, answer: str = "200", hang_up_after_ms: int | None = None) -> str:
     """A desk phone (UAS): rings, then answers 200 with PCMU (its RTP: the test's socket) and
-    waits for BYE; or refuses with ``answer`` (e.g. 486)."""
+    waits for BYE (or sends its own after ``hang_up_after_ms``); or refuses with ``answer``
+    (e.g. 486)."""
     reply = """      [last_Via:]
       [last_From:]
       [last_To:];tag=[pid]SIPpTag01[call_number]
@@ -841,11 +842,43 @@ def _desk(rtp_port: int, answer: str = "200") -> str:
   </send>
   <recv request="ACK"/>
 """)  # fmt: skip
+    ending = """  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>"""
+    if hang_up_after_ms is not None:
+        ending = f"""  <pause milliseconds="{hang_up_after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [$contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:desk@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>"""
     return _scenario("desk", f"""  <recv request="INVITE">
     <action>
       <ereg regexp="m=audio [0-9]+ RTP/AVP 0 101" search_in="body" check_it="true" assign_to="m"/>
       <ereg regexp="From: [^\\r\\n]*sip:\\+15550001111@" search_in="msg" check_it="true"
             assign_to="f"/>
+      <ereg regexp="From: ([^\\r\\n]*)" search_in="msg" check_it="true" assign_to="junk,from"/>
+      <ereg regexp="Contact: &lt;([^>]*)>" search_in="msg" check_it="true"
+            assign_to="junk2,contact"/>
     </action>
   </recv>
   <send>
@@ -875,20 +908,8 @@ def _desk(rtp_port: int, answer: str = "200") -> str:
     ]]>
   </send>
   <recv request="ACK"/>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <Reference variables="m,f"/>
+{ending}
+  <Reference variables="m,f,junk,from,junk2,contact"/>
 """)  # fmt: skip
 
 
@@ -1019,3 +1040,38 @@ def _raw(peer: RtpPeer, until: float) -> list[tuple[int, bytes]]:
         peer.sipd = addr
         heard.append((data[1] & 0x7F, data[12:]))
     return heard
+
+
+def test_a_target_that_hangs_up_while_consulted_gives_the_caller_back_to_the_agent(
+    rig: Rig,
+) -> None:
+    caller, desk = RtpPeer(), RtpPeer()
+    desk_proc, desk_port = _start_desk(rig, _desk(desk.port, hang_up_after_ms=1500))
+    caller_proc = run_sipp(rig.folder, _answered(caller.port, 6000), "+15557654321", rig.target)
+    try:
+        stream = rig.bridge.next_stream()
+        call_id = stream.named("start")[0]["call_id"]
+        assert caller.receive(until=time.monotonic() + 0.5)
+        status, body = control(rig, "POST", f"/calls/{call_id}/transfer",
+                               {"target": f"sip:desk@127.0.0.1:{desk_port}", "mode": "warm"},
+                               timeout=15)  # fmt: skip
+        assert (status, body) == (200, {"state": "consulting"})
+        finished(desk_proc, rig.folder, "desk")  # the desk hung up (its BYE answered 200)
+        assert _wait(lambda: rig.api.transfers)
+        [report] = rig.api.transfers
+        assert (report["call_id"], report["outcome"]) == (call_id, "failed"), report
+        # the caller is the agent's again: heard by the bridge, hearing it
+        caller.send(rtp(CALLER_SAYS, seq=1, ts=160))
+        assert _wait(lambda: CALLER_SAYS in stream.frames), "the caller is not heard again"
+        stream.send(PLAYED)
+        assert PLAYED in caller.receive(until=time.monotonic() + 0.5)
+        assert not stream.closed.is_set()
+        finished(caller_proc, rig.folder, "+15557654321")
+        assert stream.closed.wait(5)
+        assert stream.events[-1] == {"event": "stop", "reason": "hangup"}
+    finally:
+        caller.close()
+        desk.close()
+        for proc in (caller_proc, desk_proc):
+            if proc.poll() is None:
+                proc.kill()

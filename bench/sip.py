@@ -94,27 +94,14 @@ class ProbeCallers(Callers):
         super().__init__(caller_audio())
         self.quiet, self.marker = probe_audio()
         self.markers: dict[SipCall, list[float]] = {}
-        self.tick_count = 0
 
-    async def _tick(self) -> None:
-        began = time.monotonic()
-        n = 0
-        while True:
-            n += 1
-            due = began + n * 0.02
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            self.lateness.append(max(0.0, time.monotonic() - due))
-            payload = self.payloads[n % len(self.payloads)]
-            marker_tick = n % MARKER_EVERY == 0
-            for call in self.calls:
-                if not call.answered.is_set():
-                    continue
-                if call in self.markers:
-                    call.send_frame(self.marker if marker_tick else self.quiet[n % len(self.quiet)])
-                    if marker_tick:
-                        self.markers[call].append(time.monotonic())
-                else:
-                    call.send_frame(payload)
+    def frame_for(self, call: SipCall, tick: int) -> bytes:
+        if call not in self.markers:
+            return super().frame_for(call, tick)
+        if tick % MARKER_EVERY:
+            return self.quiet[tick % len(self.quiet)]
+        self.markers[call].append(time.monotonic())
+        return self.marker
 
 
 class StandIn:

@@ -268,10 +268,13 @@ class Callers:
             due = began + n * 0.02
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             self.lateness.append(max(0.0, time.monotonic() - due))
-            payload = self.payloads[n % len(self.payloads)]
             for call in self.calls:
                 if call.answered.is_set():
-                    call.send_frame(payload)
+                    call.send_frame(self.frame_for(call, n))
+
+    def frame_for(self, call: SipCall, tick: int) -> bytes:
+        """What ``call`` sends on the ``tick``-th 20 ms of the clock."""
+        return self.payloads[tick % len(self.payloads)]
 
     async def place(self, target: tuple[str, int], callee: str, caller: str,
                     timeout: float = 30) -> SipCall:  # fmt: skip

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from adapters.api.call_rooms import open_call
 from adapters.api.common import container_of
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
+from adapters.api.provider_signals import produce_signal
 from adapters.api.telephony import stream_parameters
 from adapters.livekit.rooms import CallRoom
 from adapters.services import Services
@@ -303,17 +303,8 @@ async def call_status(request: Request, body: StatusReport) -> Received:
         raise ApiError(
             422, "invalid_request", f"The status cannot be taken: {exc.message}"
         ) from None
-    await run_in_threadpool(_produce, container, signal)
+    await run_in_threadpool(produce_signal, container, signal)
     return Received(received=True, signal_id=signal_id)
-
-
-def _produce(container: Services, signal: dict[str, Any]) -> None:
-    topic = f"{container.settings.topic_prefix}.ingress.provider.v1"
-    value = json.dumps(signal, separators=(",", ":")).encode()
-    container.producer.produce(topic, value, signal["call_id"].encode())
-    if container.producer.flush(10):
-        raise ApiError(503, "ingress_unavailable", "Kafka did not take the status; report it "
-                       "again.")  # fmt: skip
 
 
 @router.post("/transfer", response_model=Received, response_model_exclude_none=True,

@@ -28,7 +28,6 @@ deployment's token (without one: 403, like a forged request).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -48,6 +47,7 @@ from adapters.api.call_rooms import open_call
 from adapters.api.common import container_of
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
+from adapters.api.provider_signals import produce_signal
 from adapters.api.telephony import stream_parameters
 from adapters.livekit.rooms import CallRoom, LiveKitRooms
 from adapters.services import Services
@@ -64,6 +64,7 @@ from domain.phone_numbers import InvalidPhoneNumber, normalise_e164
 from domain.text import text_problem
 
 log = logging.getLogger(__name__)
+TWILIO_RETRY = "Twilio may retry the callback"
 router = APIRouter(prefix="/api/twilio", tags=["telephony"])
 TWILIO_SUBJECT = "system:twilio"
 XML = "application/xml"
@@ -320,7 +321,7 @@ async def twilio_status(
         raise ApiError(
             422, "invalid_request", f"Twilio's status cannot be taken: {exc.message}"
         ) from None
-    await run_in_threadpool(produce_signal, container, signal)
+    await run_in_threadpool(produce_signal, container, signal, TWILIO_RETRY)
     if signal["status"] == "in-progress" and signal["answered_by"] == "machine":
         await machine_answered(container, call)
     return StatusReceived(received=True, signals=1)
@@ -390,16 +391,7 @@ async def twilio_transfer(
         raise ApiError(
             422, "invalid_request", f"Twilio's dial status cannot be taken: {exc.message}"
         ) from None
-    await run_in_threadpool(produce_signal, container, signal)
+    await run_in_threadpool(produce_signal, container, signal, TWILIO_RETRY)
     went_through = signal["outcome"] == "completed"
     return Response(twiml.after_transfer(None if went_through else NOT_TRANSFERRED),
                     media_type=XML)  # fmt: skip
-
-
-def produce_signal(container: Services, signal: dict[str, Any]) -> None:
-    topic = f"{container.settings.topic_prefix}.ingress.provider.v1"
-    value = json.dumps(signal, separators=(",", ":")).encode()
-    container.producer.produce(topic, value, signal["call_id"].encode())
-    if container.producer.flush(10):
-        raise ApiError(503, "ingress_unavailable", "Kafka did not take the status; Twilio "
-                       "may retry the callback.")  # fmt: skip

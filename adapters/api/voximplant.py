@@ -21,7 +21,6 @@ therefore never reaches another space's numbers or calls.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -36,6 +35,7 @@ from adapters.api.call_rooms import OPEN_CALL, open_call
 from adapters.api.common import container_of
 from adapters.api.errors import ApiError
 from adapters.api.openapi import errors
+from adapters.api.provider_signals import produce_signal
 from adapters.livekit.rooms import CallRoom
 from adapters.services import Services
 from adapters.telephony import tokens, twiml
@@ -306,17 +306,8 @@ async def call_status(
     except SignalRejected as exc:
         why = f"The status cannot be taken: {exc.message}"
         raise ApiError(422, "invalid_request", why) from None
-    await run_in_threadpool(_produce, container, signal)
+    await run_in_threadpool(produce_signal, container, signal)
     return StatusReceived(received=True, signal_id=signal_id)
-
-
-def _produce(container: Services, signal: dict[str, Any]) -> None:
-    topic = f"{container.settings.topic_prefix}.ingress.provider.v1"
-    value = json.dumps(signal, separators=(",", ":")).encode()
-    container.producer.produce(topic, value, signal["call_id"].encode())
-    if container.producer.flush(10):
-        raise ApiError(503, "ingress_unavailable", "Kafka did not take the status; report it "
-                       "again.")  # fmt: skip
 
 
 @router.get("/route-token", response_model=RouteToken, responses=errors("voximplant_not_connected"))

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +19,8 @@ import wave
 from pathlib import Path
 
 import numpy as np
+
+from tests.support.processes import stop_group
 
 BARESIP = "/usr/bin/baresip"
 RATE = 8000  # what the phone's microphone file and its recordings are in
@@ -149,13 +149,7 @@ dtmf_mode rtpevent
         if self._ctrl is not None:
             with contextlib.suppress(OSError):
                 self._ctrl.close()
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc)
 
     def __enter__(self) -> Phone:
         return self.start()

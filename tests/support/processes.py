@@ -30,6 +30,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def stop_group(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    """SIGTERM a child started with ``start_new_session`` and its group; SIGKILL after
+    ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 class Process:
     """One ``python -m infra.cli <command>`` child (``"webhooks send"`` names a subcommand) with
     its output in a log file; ``env`` adds variables (settings the ``Settings`` object does not
@@ -64,14 +77,7 @@ class Process:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc, grace=20)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ from fastapi import FastAPI
 from infra.settings import Settings
 from infra.stack.sipd import environment
 from tests.support.baresip import free_port
+from tests.support.processes import stop_group
 
 
 class ApiServer:
@@ -90,13 +90,7 @@ class Sipd:
         raise RuntimeError(f"sipd never answered /health: {self.tail()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
+from commands.billing import BillingApplication
 from commands.calls import CallsApplication
 from commands.numbers import NumbersApplication
 from commands.webhooks import WebhooksApplication
@@ -38,6 +39,9 @@ class Services(Protocol):
 
     @property
     def numbers(self) -> NumbersApplication: ...
+
+    @property
+    def billing(self) -> BillingApplication: ...
 
     @property
     def telephony_providers(self) -> TelephonyProviders:

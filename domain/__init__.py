@@ -6,6 +6,7 @@ whichever domain module is loaded first.
 
 from domain import (
     agents,
+    billing,
     calls,
     phone_numbers,
     provider_accounts,
@@ -16,6 +17,7 @@ from domain import (
 
 __all__ = [
     "agents",
+    "billing",
     "calls",
     "phone_numbers",
     "provider_accounts",

@@ -20,6 +20,7 @@ CONTEXT_OF = {
     "provider_account": "numbers",
     "call": "calls",
     "usage": "billing",
+    "billing": "billing",
     "webhook": "webhooks",
 }
 

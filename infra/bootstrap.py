@@ -16,6 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from commands.agents import AgentsApplication
+from commands.billing import BillingApplication
 from commands.calls import CallsApplication
 from commands.numbers import NumbersApplication
 from commands.webhooks import WebhooksApplication
@@ -127,6 +128,14 @@ class Container:
             )
 
     @cached_property
+    def billing(self) -> BillingApplication:
+        """Billing accounts (plans, periods, credit wallet, budgets), one per space."""
+        if "billing" in self.overrides:
+            return self.overrides["billing"]
+        with schema_lock(self.settings):
+            return BillingApplication(env=eventsourcing_env(self.settings))
+
+    @cached_property
     def telephony_providers(self) -> Any:
         """The provider adapters (``adapters.telephony.providers.TelephonyProviders``); each
         adapter registers itself here."""
@@ -152,7 +161,7 @@ class Container:
 
     def applications(self) -> tuple[Any, ...]:
         """Every event-sourced application, in the order the relay publishes them."""
-        return (self.agents, self.calls, self.webhooks, self.numbers)
+        return (self.agents, self.calls, self.webhooks, self.numbers, self.billing)
 
     @cached_property
     def pool(self) -> ConnectionPool:
@@ -212,6 +221,8 @@ class Container:
             self.webhooks.close()
         if "numbers" in self.__dict__ and "numbers" not in self.overrides:
             self.numbers.close()
+        if "billing" in self.__dict__ and "billing" not in self.overrides:
+            self.billing.close()
 
 
 def bootstrap(settings: Settings | None = None, **overrides: Any) -> Container:

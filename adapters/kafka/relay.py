@@ -294,8 +294,9 @@ class Relay:
 
 def run_relay(container: Services, stop: threading.Event | None = None) -> None:
     """Entry point of ``voxagent relay``: create the topics, then relay every application
-    (``agents``, ``calls``), each in a thread of its own with its own ``relay_positions`` row,
-    until ``stop`` is set (the CLI sets it on SIGTERM/SIGINT). Migrates nothing."""
+    (``agents``, ``calls``, ``webhooks``, ``numbers``, ``billing``), each in a thread of its
+    own with its own ``relay_positions`` row, until ``stop`` is set (the CLI sets it on
+    SIGTERM/SIGINT). Migrates nothing."""
     stop = stop or threading.Event()
     settings: Settings = container.settings
     if not ensure_topics_when_ready(settings, domain_topics(settings), stop):

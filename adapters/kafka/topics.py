@@ -38,15 +38,14 @@ def domain_topics(settings: Settings, aggregates: Iterable[str] | None = None) -
     """Each topic with its dead-letter topic right after it.
 
     By default: every bounded context's topic (``agents``, ``calls``, ``webhooks``,
-    ``numbers``) and the
-    ingress topics:
+    ``numbers``, ``billing``) and the ingress topics:
     ``domain_topics(settings)`` -> ``["voxagent.agents.v1", "voxagent.agents.v1.dlq",
     "voxagent.calls.v1", ..., "voxagent.ingress.provider.v1.dlq"]``. With ``aggregates``,
     only those aggregates' context topics (``domain_topics(settings, ["agent"])``).
     """
     topics = [topic_for(f"{a}.created", settings.topic_prefix) for a in aggregates or ()]
     if aggregates is None:
-        contexts = ("agent", "call", "webhook", "number")
+        contexts = ("agent", "call", "webhook", "number", "billing")
         topics = [topic_for(f"{a}.created", settings.topic_prefix) for a in contexts]
         topics += ingress_topics(settings)
     names: list[str] = []

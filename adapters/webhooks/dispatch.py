@@ -30,7 +30,7 @@ from projections.webhooks import (
     targets,
 )
 
-CONTEXTS = ("agents", "calls", "webhooks", "numbers")
+CONTEXTS = ("agents", "calls", "webhooks", "numbers", "billing")
 
 
 def project(env: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from domain.agents import VoiceAgent
+from domain.billing import BillingAccount
 from domain.calls import Call
 from domain.phone_numbers import PhoneNumber
 from domain.provider_accounts import ProviderAccount
@@ -27,6 +28,10 @@ EVENTS = [
     SipTrunk.Created, SipTrunk.Updated, SipTrunk.Deleted,
     ProviderAccount.Created, ProviderAccount.Updated, ProviderAccount.Reconnected,
     ProviderAccount.Disconnected,
+    BillingAccount.Created, BillingAccount.PlanChanged, BillingAccount.SubscriptionCancelled,
+    BillingAccount.PeriodStarted, BillingAccount.CreditsToppedUp, BillingAccount.CreditsGranted,
+    BillingAccount.CreditsConsumed, BillingAccount.CreditsRefunded,
+    BillingAccount.BudgetThresholdCrossed, BillingAccount.CapReached,
 ]  # fmt: skip
 BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic", "space_id"}
 

@@ -94,6 +94,8 @@ def test_domain_topics_are_the_context_and_ingress_topics_with_their_dead_letter
         "acme.webhooks.v1.dlq",
         "acme.numbers.v1",
         "acme.numbers.v1.dlq",
+        "acme.billing.v1",
+        "acme.billing.v1.dlq",
         "acme.ingress.worker.v1",
         "acme.ingress.worker.v1.dlq",
         "acme.ingress.provider.v1",

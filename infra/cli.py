@@ -34,6 +34,7 @@ def migrate(ctx: click.Context) -> None:
         container.calls  # noqa: B018
         container.webhooks  # noqa: B018
         container.numbers  # noqa: B018
+        container.billing  # noqa: B018
         migrate_clickhouse(container.clickhouse(), settings.clickhouse.database)
         from adapters.kafka.topics import domain_topics, ensure_topics
 

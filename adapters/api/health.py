@@ -59,7 +59,7 @@ def _probe(check: Any) -> dict[str, Any]:
     return result
 
 
-APPLICATIONS = ("agents", "calls", "webhooks", "numbers")  # every application the relay publishes
+APPLICATIONS = ("agents", "calls", "webhooks", "numbers", "billing")  # every application the relay publishes
 PROBE_TIMEOUT = 3.0  # seconds a probe waits for a connection: /health answers while one is away
 
 

@@ -249,7 +249,7 @@ def test_health_reports_each_dependency(client):
     assert set(body["dependencies"]) == {"postgres", "kafka", "clickhouse", "consumers"}
     assert all(dep["ok"] for dep in body["dependencies"].values())
     stores = body["dependencies"]["postgres"]["applications"]
-    assert set(stores) == {"agents", "calls", "webhooks", "numbers"}
+    assert set(stores) == {"agents", "calls", "webhooks", "numbers", "billing"}
     assert all(store["relay_lag_events"] >= 0 for store in stores.values())
     queue = body["dependencies"]["postgres"]["webhook_queue"]
     assert queue["pending"] >= queue["due"] >= 0

@@ -59,7 +59,8 @@ def _probe(check: Any) -> dict[str, Any]:
     return result
 
 
-APPLICATIONS = ("agents", "calls", "webhooks", "numbers", "billing")  # every application the relay publishes
+# every application the relay publishes
+APPLICATIONS = ("agents", "calls", "webhooks", "numbers", "billing")
 PROBE_TIMEOUT = 3.0  # seconds a probe waits for a connection: /health answers while one is away
 
 

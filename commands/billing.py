@@ -37,7 +37,7 @@ from pydantic import Field
 from commands.agents import Actor, ConcurrentModification
 from commands.group_commit import GroupCommit
 from commands.idempotency import Key
-from commands.writes import IdempotentWrites, Written
+from commands.writes import IdempotentWrites
 from domain.billing import BillingAccount, billing_account_id
 from domain.billing_plans import Budget, Plan
 from domain.numbers import Moment
@@ -196,12 +196,12 @@ class BillingApplication(Application[UUID]):
     def evaluate_budget(self, actor: Actor, cmd: EvaluateBudget) -> Result:
         """Roll the period and emit the budget crossings not yet emitted (none: no write)."""
 
-        def apply() -> BillingAccount | Written:
+        def apply() -> BillingAccount:
             account = self.get_account(actor)
             at = _now(cmd.at)
             account.roll_period(at, actor.subject)
             account.evaluate_budget(at, actor.subject)
-            return account if account.pending_events else self._writes.unchanged(account)
+            return account
 
         return self._command(actor, cmd, None, "evaluate_budget", apply)
 
@@ -220,16 +220,16 @@ class BillingApplication(Application[UUID]):
 
     def _command(
         self, actor: Actor, cmd: Storable, key: Key, command: str,
-        apply: Callable[[], BillingAccount | Written],
+        apply: Callable[[], BillingAccount],
     ) -> Result:  # fmt: skip
         payload = cmd.model_dump(mode="json")
         written = self._writes.replay(actor.space_id, key, command, payload)
         if written is None:
-            outcome = apply()
-            if isinstance(outcome, Written):
-                written = outcome
+            account = apply()
+            if not account.pending_events:  # the command changed nothing: no write, no key
+                written = self._writes.unchanged(account)
             else:
-                written = self._writes.save(actor.space_id, outcome, key, command, payload)
+                written = self._writes.save(actor.space_id, account, key, command, payload)
         return Result(written.id, written.version, written.position, written.aggregate,
                       written.replayed)  # fmt: skip
 

@@ -7,7 +7,8 @@ prepaid credit wallet and its budget.
   difference prorated, see ``domain.billing_plans``; refused with ``plan_change_mid_period`` when
   the current plan says ``allow_mid_period_change: false``) or at the next period boundary
   (``effective: "period_boundary"``: recorded as scheduled, applied by the
-  ``billing.period_started`` that rolls the period). Cancelled at once
+  ``billing.period_started`` that rolls the period); a change at once drops a scheduled one,
+  and changing to the plan the space has (or will have) records nothing. Cancelled at once
   (``billing.subscription_cancelled``): no plan change, top-up, grant or new period after that;
   usage already under way is still consumed and refunds still apply.
 - **Periods.** Calendar months from the opening. Every command that says when it happens
@@ -293,6 +294,8 @@ class BillingAccount(Aggregate):
                 f"boundary ({iso(self.period_end)})"
             )
         self.roll_period(at, actor)
+        if chosen == (self.scheduled_plan or self.plan):
+            return ZERO  # that plan is what the space has (or will have) already: no event
         proration = ZERO
         if effective == "now":
             proration = prorated_fee_change(
@@ -353,9 +356,12 @@ class BillingAccount(Aggregate):
         seconds: Decimal | int = 0,
     ) -> dict[str, str]:  # fmt: skip
         """Draw ``value`` for usage ``source_id``: from the grants that expire first, then
-        top-ups. What came from where (``{grant id or "top_ups": amount}``). That a source is
-        consumed once is the command side's rule (its key)."""
-        money, at = amount(value, "consumed amount"), _utc(at)
+        top-ups. What came from where (``{grant id or "top_ups": amount}``). ``seconds`` count
+        against the included minutes: usage they cover entirely is consumed at zero. That a
+        source is consumed once is the command side's rule (its key)."""
+        money, at = amount(value, "consumed amount", zero_ok=True), _utc(at)
+        if money == 0 and Decimal(seconds) <= 0:
+            raise InvalidAmount("a consumption needs an amount or seconds greater than zero")
         if not source_id or len(source_id) > 255:
             raise InvalidAmount("a consumption needs the id of its source event (1-255 characters)")
         if Decimal(seconds) < 0:

@@ -69,9 +69,10 @@ def parse_money(text: str) -> Decimal:
     return Decimal(text)
 
 
-def amount(value: Decimal | str | int, what: str = "amount") -> Decimal:
-    """A positive amount of money, exactly as given (at most 6 decimal places); otherwise
-    ``InvalidAmount`` saying what is wrong. Floats are refused: they are not exact."""
+def amount(value: Decimal | str | int, what: str = "amount", zero_ok: bool = False) -> Decimal:
+    """A positive amount of money (``zero_ok``: or zero), exactly as given (at most 6 decimal
+    places); otherwise ``InvalidAmount`` saying what is wrong. Floats are refused: they are
+    not exact."""
     if isinstance(value, (float, bool)):
         raise InvalidAmount(f"{what} must be a decimal string such as '10.50', not a float")
     try:
@@ -80,7 +81,7 @@ def amount(value: Decimal | str | int, what: str = "amount") -> Decimal:
         raise InvalidAmount(f"{what} {value!r} is not a decimal number") from None
     if not number.is_finite():
         raise InvalidAmount(f"{what} must be a finite number")
-    if number <= 0:
+    if number < 0 or (number == 0 and not zero_ok):
         raise InvalidAmount(f"{what} must be greater than zero, not {number}")
     if number > MAX_MONEY:
         raise InvalidAmount(f"{what} {number} is larger than {MAX_MONEY}")

@@ -116,6 +116,8 @@ def test_plan_changes_grants_refunds_and_cancellation(billing):
     lite = PLAN.model_copy(update={"id": "lite"})
     billing.change_plan(who, ChangePlan(plan=lite, effective="period_boundary", at=T0))
     assert billing.get_account(who).scheduled_plan.id == "lite"
+    same = billing.change_plan(who, ChangePlan(plan=lite, effective="period_boundary", at=T0))
+    assert same.version == billing.get_account(who).version, "the same change writes nothing"
     billing.grant_credits(
         who, GrantCredits(amount=Decimal("3"), expires_at=T0 + timedelta(days=7), at=T0)
     )

@@ -176,6 +176,17 @@ def test_a_change_at_the_boundary_is_scheduled_and_applied_when_the_period_rolls
     assert account.plan.id == "lite" and account.scheduled_plan is None
 
 
+def test_changing_to_the_plan_the_space_has_records_nothing():
+    account = opened()
+    assert account.change_plan(plan(), "now", T0, "owner") == 0
+    account.change_plan(plan(id="lite"), "period_boundary", T0, "owner")
+    account.change_plan(plan(id="lite"), "period_boundary", T0, "owner")
+    assert topics(account) == ["billing.plan_changed"]
+    account.change_plan(plan(), "now", T0, "owner")  # back to pro at once: drops the schedule
+    assert topics(account) == ["billing.plan_changed"]
+    assert account.plan.id == "pro" and account.scheduled_plan is None
+
+
 def test_a_plan_that_forbids_mid_period_changes_refuses_one_and_nothing_changes():
     account = opened(allow_mid_period_change=False)
     with pytest.raises(PlanChangeMidPeriod) as caught:
@@ -205,6 +216,19 @@ def test_a_cancelled_subscription_takes_no_change_top_up_or_grant():
 
 
 # -- the wallet -------------------------------------------------------------------------------
+def test_usage_within_the_included_minutes_is_consumed_at_zero_and_counts_its_seconds():
+    account = opened(included_minutes=2)
+    pro = account.plan
+    price = pro.price("web", Decimal(90), Decimal(0), account.included_seconds_left())
+    assert price == 0
+    assert account.consume("u1", price, T0, "meter", seconds=90) == {"top_ups": "0.000000"}
+    assert account.included_seconds_left() == Decimal(30)
+    price = pro.price("web", Decimal(90), Decimal(0), account.included_seconds_left())
+    assert price == Decimal("0.050000")  # one billable minute
+    with pytest.raises(InvalidAmount, match="amount or seconds"):
+        account.consume("u2", "0", T0, "meter")
+
+
 def test_consumption_takes_the_grant_expiring_first_then_the_next_then_top_ups():
     account = opened(spend_cap=None)
     account.top_up("10", T0, "owner")

@@ -3,6 +3,7 @@ Idempotency-Key records one event, and a usage event redelivered is consumed onc
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,3 +58,26 @@ def test_a_redelivered_usage_event_is_consumed_once_on_the_real_store(container)
     assert again.replayed and again.version == first.version
     account = billing.get_account(who)
     assert account.period_spend == Decimal("0.25") and account.balance(at) == Decimal("-0.25")
+
+
+def test_the_same_usage_consumed_by_racing_meters_is_one_event(container):
+    """Two meters (a redelivery during a rebalance) bill one source at once: one event."""
+    who, at = actor(), datetime.now(UTC)
+    billing = container.billing
+    billing.open_account(who, OpenAccount(plan=PLAN, at=at))
+    cmd = Consume(source_event_id=str(uuid.uuid4()), amount=Decimal("1"), at=at)
+    barrier, results = threading.Barrier(4), []
+
+    def meter() -> None:
+        barrier.wait()
+        results.append(billing.consume(who, cmd))
+
+    threads = [threading.Thread(target=meter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 4 and len({r.version for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    events = billing.repository.event_store.get(billing_account_id(who.space_id))
+    assert [type(e).TOPIC for e in events].count("billing.credits_consumed") == 1

@@ -394,3 +394,12 @@ def test_billing_events_go_to_the_billing_topic_with_money_as_strings():
     assert topic_for(env["type"]) == "voxagent.billing.v1"
     assert env["data"]["amount"] == "12.500000"
     assert env["space_id"] == "space-1"
+
+
+def test_billing_events_can_be_subscribed_to_by_webhooks():
+    from domain.catalogue import check_event_pattern
+
+    assert check_event_pattern("billing.*") == "billing.*"
+    assert check_event_pattern("billing.cap_reached") == "billing.cap_reached"
+    with pytest.raises(ValueError, match="billing has"):
+        check_event_pattern("billing.paid")

@@ -199,7 +199,7 @@ class BillingApplication(Application[UUID]):
         def apply() -> BillingAccount:
             account = self.get_account(actor)
             at = _now(cmd.at)
-            account.roll_period(at, actor.subject)
+            account.roll_period(at)
             account.evaluate_budget(at, actor.subject)
             return account
 

@@ -272,7 +272,8 @@ class BillingAccount(Aggregate):
         return account
 
     def roll_period(self, at: datetime, actor: str = "system") -> int:
-        """Start the periods that began by ``at`` (applying a scheduled plan); how many."""
+        """Start the periods that began by ``at`` (applying a scheduled plan); how many. A roll
+        is the calendar's doing, whichever command noticed it: its actor is ``system``."""
         at, rolled = _utc(at), 0
         while not self.cancelled and at >= self.period_end and rolled < MAX_ROLLED_PERIODS:
             self._start_period(self.period_end, self.scheduled_plan or self.plan, actor)
@@ -293,7 +294,7 @@ class BillingAccount(Aggregate):
                 f"plan {self.plan.id!r} cannot be changed mid-period; change it at the period "
                 f"boundary ({iso(self.period_end)})"
             )
-        self.roll_period(at, actor)
+        self.roll_period(at)
         if chosen == (self.scheduled_plan or self.plan):
             return ZERO  # that plan is what the space has (or will have) already: no event
         proration = ZERO
@@ -314,7 +315,7 @@ class BillingAccount(Aggregate):
     def cancel(self, at: datetime, actor: str, reason: str | None = None) -> None:
         at = _utc(at)
         self._ensure_active()
-        self.roll_period(at, actor)
+        self.roll_period(at)
         self.trigger_event(
             self.SubscriptionCancelled, space_id=self.space_id, reason=reason, at=iso(at),
             actor=actor,
@@ -325,7 +326,7 @@ class BillingAccount(Aggregate):
     ) -> None:
         money, at = amount(value, "top-up amount"), _utc(at)
         self._ensure_active()
-        self.roll_period(at, actor)
+        self.roll_period(at)
         self.trigger_event(
             self.CreditsToppedUp, space_id=self.space_id, amount=money_text(money),
             reference=reference, at=iso(at), actor=actor,
@@ -342,7 +343,7 @@ class BillingAccount(Aggregate):
                 f"a grant must expire after it is made ({iso(at)}), not {iso(expires)}"
             )
         self._ensure_active()
-        self.roll_period(at, actor)
+        self.roll_period(at)
         grant_id = str(uuid5(self.id, f"grant\x1f{self.version + 1}"))
         self.trigger_event(
             self.CreditsGranted, space_id=self.space_id, grant_id=grant_id,
@@ -366,7 +367,7 @@ class BillingAccount(Aggregate):
             raise InvalidAmount("a consumption needs the id of its source event (1-255 characters)")
         if Decimal(seconds) < 0:
             raise InvalidAmount("seconds cannot be negative")
-        self.roll_period(at, actor)
+        self.roll_period(at)
         left, drawn = money, {}
         live = sorted(
             (expires, grant_id, remaining)
@@ -396,7 +397,7 @@ class BillingAccount(Aggregate):
                 f"a refund of {money} exceeds what was consumed and not refunded "
                 f"({money_text(self.consumed - self.refunded)})"
             )
-        self.roll_period(at, actor)
+        self.roll_period(at)
         self.trigger_event(
             self.CreditsRefunded, space_id=self.space_id, amount=money_text(money),
             source_id=source_id, reason=reason, at=iso(at), actor=actor,

@@ -172,7 +172,7 @@ def test_a_change_at_the_boundary_is_scheduled_and_applied_when_the_period_rolls
     events = account.collect_events()
     started = [e for e in events if e.TOPIC == "billing.period_started"]
     assert [e.plan["id"] for e in started] == ["lite"]  # one roll: Feb 10 - Mar 10
-    assert started[0].monthly_fee == "5.000000"
+    assert (started[0].monthly_fee, started[0].actor) == ("5.000000", "system")
     assert account.plan.id == "lite" and account.scheduled_plan is None
 
 

@@ -100,13 +100,13 @@ def test_a_burst_on_one_agent_is_held_to_the_agent_limit_and_others_still_start(
 
 
 def test_a_lease_that_is_not_renewed_expires_and_frees_its_slot(pool):
-    admission = AdmissionService(PostgresAdmissionStore(pool), lease_seconds=0.5)
+    admission = AdmissionService(PostgresAdmissionStore(pool), lease_seconds=1.0)
     s, limits = space(), Limits(space_concurrency=1)
     dead, alive = call(), call()
     assert isinstance(admission.admit(s, "a", dead, limits), Lease)  # its worker then dies
     refused = admission.admit(s, "a", alive, limits)
     assert isinstance(refused, Refusal) and refused.code == "concurrency_limit"
-    time.sleep(0.7)
+    time.sleep(1.2)
     assert admission.renew(dead) is None  # too late to come back
     lease = admission.admit(s, "a", alive, limits)
     assert isinstance(lease, Lease) and lease.call_id == alive
@@ -117,15 +117,15 @@ def test_a_lease_that_is_not_renewed_expires_and_frees_its_slot(pool):
 
 
 def test_a_renewed_lease_outlives_its_first_expiry(pool):
-    admission = AdmissionService(PostgresAdmissionStore(pool), lease_seconds=0.6)
+    admission = AdmissionService(PostgresAdmissionStore(pool), lease_seconds=1.0)
     s, limits = space(), Limits(space_concurrency=1)
     first = admission.admit(s, "a", "live-" + call(), limits)
     assert isinstance(first, Lease)
     for _ in range(3):
-        time.sleep(0.3)
+        time.sleep(0.4)
         renewed = admission.renew(first.call_id)
         assert renewed is not None and renewed.expires_at > first.expires_at
-    assert isinstance(admission.admit(s, "a", call(), limits), Refusal)  # 0.9 s in: still held
+    assert isinstance(admission.admit(s, "a", call(), limits), Refusal)  # 1.2 s in: still held
 
 
 def test_release_frees_the_slot_at_once(pool):

@@ -158,8 +158,17 @@ def test_a_relay_process_holds_its_budget_once_idle(
         eventually(lambda: "relay agents starting" in relay.tail(400), timeout=60,
                    what="the relay running", processes=(relay,))  # fmt: skip
         budget = 2 * relay_settings.postgres.pool_min + len(APPLICATIONS)
-        eventually(lambda: connections(name) == budget, timeout=60,
-                   what=f"the relay at {budget} connections", processes=(relay,))  # fmt: skip
+        seen: list[int] = []
+
+        def at_budget() -> bool:
+            seen.append(connections(name))
+            return seen[-1] == budget
+
+        try:
+            eventually(at_budget, timeout=60, interval=0.5,
+                       what=f"the relay at {budget} connections", processes=(relay,))  # fmt: skip
+        except AssertionError as exc:  # say what it held instead
+            raise AssertionError(f"{exc}\nconnections seen (last 10): {seen[-10:]}") from None
     finally:
         relay.stop()
 

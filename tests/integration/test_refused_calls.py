@@ -116,7 +116,7 @@ def test_a_released_numbers_calls_are_recorded_in_the_space_that_had_it(
     )  # fmt: skip
     # the released row must be in the read model before a call to it can find its owner
     eventually(
-        lambda: client.get(f"{N}/{number_id}", headers=owner.headers).json()["status"]
+        lambda: client.get(f"{N}/{number_id}", headers=owner.headers).json().get("status")
         == "released",
         timeout=60, what="the number released in the read model",
     )  # fmt: skip

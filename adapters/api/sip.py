@@ -49,6 +49,7 @@ from commands.telephony import ProviderCallStatus
 from domain.calls import Call
 from domain.errors import AgentArchived, DomainError, ProviderUnavailable
 from domain.phone_numbers import normalise_e164
+from domain.text import text_problem
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/sip", tags=["sip"])
@@ -253,10 +254,13 @@ async def invite(request: Request, body: InviteRequest) -> InviteAnswer:
 
 
 def _caller(raw: str | None) -> str | None:
-    """The caller as E.164 when it is a number; as given otherwise (``alice``, anonymous)."""
+    """The caller as E.164 when it is a number; as given otherwise (``alice``, anonymous),
+    cut to what a call holds; None when the text cannot be stored (a NUL, a lone surrogate):
+    the From header is the carrier's, or anyone's, and never fails the INVITE."""
     if not raw:
         return None
-    return _e164(raw) or raw[:64]
+    caller = _e164(raw) or raw[:64]
+    return None if text_problem(caller) else caller
 
 
 def _connect(container: Services, room: CallRoom, codec: str) -> InviteAnswer:

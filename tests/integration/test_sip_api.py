@@ -380,3 +380,13 @@ def test_refused_invites_are_recorded_in_the_numbers_space(
     other = issuer.headers(f"sip-{uuid.uuid4().hex[:8]}")
     resp = client.get(f"/api/telephony/numbers/{idle_id}/refused-calls", headers=other)
     assert resp.status_code == 404, resp.text
+
+
+def test_a_caller_id_we_cannot_store_is_dropped_not_a_500(client, issuer, api_container, sipd_auth):
+    """The From user is the carrier's (or an attacker's) text: one the call cannot hold (too
+    long, a NUL) opens the call without a caller id instead of failing the INVITE."""
+    space = Space(client, issuer, api_container, addresses=["10.0.0.0/8"])
+    for caller in ("9" * 200, "bad\x00caller"):
+        resp = post(client, "invite", space.invite(from_user=caller), sipd_auth)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["action"] == "connect", resp.text
